@@ -1,0 +1,63 @@
+"""`python -m sslzoo <step> ...`: the commands the Snakemake rules call.
+
+Each step is one module in :mod:`sslzoo.steps` with ``add_arguments(parser)`` and
+``main(args) -> None``. Step modules import the heavy libraries (torch, faiss, OpenCV) inside
+``main`` so that ``python -m sslzoo <step> --help`` answers at once. Every step can be run by
+hand with the arguments the rule shows in its log: that is how one job is debugged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+
+from sslzoo.errors import SslzooError
+from sslzoo.steps import (
+    extract_backbone,
+    extract_features,
+    knn_benchmark,
+    make_mini_data,
+    manifest,
+    pretrain,
+    random_backbone,
+    tables,
+)
+
+STEPS: dict[str, ModuleType] = {
+    "make-mini-data": make_mini_data,
+    "manifest": manifest,
+    "pretrain": pretrain,
+    "extract-backbone": extract_backbone,
+    "random-backbone": random_backbone,
+    "extract-features": extract_features,
+    "knn": knn_benchmark,
+    "tables": tables,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sslzoo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="step", required=True, metavar="<step>")
+    for name, module in STEPS.items():
+        doc = (module.__doc__ or "").strip()
+        step_parser = sub.add_parser(
+            name,
+            help=doc.splitlines()[0] if doc else None,
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(step_parser)
+        step_parser.set_defaults(_step=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args._step.main(args)
+    except SslzooError as err:
+        # A known failure: the message names the file or key and the fix; no traceback.
+        print(f"sslzoo {args.step}: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,32 @@
+"""Pretraining methods, one file each (model + loss). ``METHODS`` maps config names to classes.
+
+The contract every method class follows (the engine relies on nothing else):
+
+- ``Method.from_config(cfg: dict) -> Method`` builds it from a model config
+  (``config/models/<name>.yaml``, validated by ``sslzoo/schemas/model.schema.yaml``).
+- ``Method.views(cfg: dict) -> Callable[[PIL.Image.Image], Any]``: the per-image transform
+  that turns one decoded RGB image into what ``forward`` expects for one sample (collated by
+  the default collate function).
+- ``method.backbone``: the :class:`~sslzoo.models.backbone.ResNetBackbone` that is extracted
+  after training (its keys are ``backbone.*`` in the checkpoint).
+- ``method(batch) -> dict[str, Tensor]`` with the scalar ``"loss"`` to minimise plus any other
+  scalars to log; ``batch`` is the collated output of ``views`` already on the device.
+- optional ``method.after_step(progress: float)`` called after each optimiser step with
+  ``progress`` = finished iterations / total iterations in [0, 1] (BYOL's EMA update).
+- optional ``method.param_groups(cfg: dict) -> list[dict]`` for per-group weight decay.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from sslzoo.methods.rotation_pred import RotationPred
+
+METHODS: dict[str, type[nn.Module]] = {
+    "rotation_pred": RotationPred,
+}
+
+
+def build_method(cfg: dict) -> nn.Module:
+    """The method named by ``cfg["method"]``, built from the model config."""
+    return METHODS[cfg["method"]].from_config(cfg)

@@ -1,0 +1,1 @@
+"""Networks: the multi-stage ResNet backbone, necks and heads."""

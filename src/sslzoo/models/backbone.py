@@ -1,0 +1,98 @@
+"""ResNet backbone with multi-stage outputs, in torchvision's parameter layout.
+
+The five stages follow MMSelfSup's benchmark naming: ``feature1`` is the stem (conv1, bn1,
+relu) *before* max-pool, ``feature2``..``feature5`` are ``layer1``..``layer4``. Parameter
+names are torchvision's, so ``state_dict()`` is a torchvision ResNet state dict without
+``fc.*`` (see :mod:`sslzoo.checkpoints` for the strict-loading export).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+# depth -> (block, blocks per stage), as torchvision.models.resnet{18,34,50,101,152}
+RESNET_LAYOUTS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
+    18: (BasicBlock, [2, 2, 2, 2]),
+    34: (BasicBlock, [3, 4, 6, 3]),
+    50: (Bottleneck, [3, 4, 6, 3]),
+    101: (Bottleneck, [3, 4, 23, 3]),
+    152: (Bottleneck, [3, 8, 36, 3]),
+}
+
+STAGE_NAMES: tuple[str, ...] = ("feature1", "feature2", "feature3", "feature4", "feature5")
+
+
+class ResNetBackbone(ResNet):
+    """torchvision ResNet without ``fc`` that returns the requested stages.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        zero_init_residual: zero the last BN of each residual block (torchvision's option).
+        replace_stride_with_dilation: torchvision's option, e.g. ``[False, True, True]`` for
+            the dilated ResNet-D8 of FCN (strides 1,2,1,1 in layer1..4).
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        zero_init_residual: bool = False,
+        replace_stride_with_dilation: list[bool] | None = None,
+    ) -> None:
+        if depth not in RESNET_LAYOUTS:
+            raise ValueError(f"ResNet depth {depth} is not one of {sorted(RESNET_LAYOUTS)}")
+        block, layers = RESNET_LAYOUTS[depth]
+        super().__init__(
+            block,
+            layers,
+            zero_init_residual=zero_init_residual,
+            replace_stride_with_dilation=replace_stride_with_dilation,
+        )
+        del self.fc
+        self.depth = depth
+        self.stage_channels: tuple[int, ...] = (64,) + tuple(64 * 2**i * block.expansion for i in range(4))
+        self.out_channels: int = self.stage_channels[-1]
+
+    def forward(self, x: torch.Tensor, stages: Sequence[int] = (5,)) -> list[torch.Tensor]:  # type: ignore[override]
+        """Run the network up to the deepest requested stage.
+
+        Args:
+            x: images, ``[B, 3, H, W]``.
+            stages: which of 1..5 to return, in the order given.
+
+        Returns:
+            One tensor per requested stage; for ResNet-50 and a 224 px input these are
+            ``[B, 64, 112, 112]`` (1), ``[B, 256, 56, 56]`` (2), ``[B, 512, 28, 28]`` (3),
+            ``[B, 1024, 14, 14]`` (4), ``[B, 2048, 7, 7]`` (5).
+        """
+        wanted = set(stages)
+        if not wanted or not wanted <= {1, 2, 3, 4, 5}:
+            raise ValueError(f"stages must be a non-empty subset of 1..5, got {list(stages)}")
+        last = max(wanted)
+        outs: dict[int, torch.Tensor] = {}
+        x = self.relu(self.bn1(self.conv1(x)))
+        outs[1] = x
+        if last > 1:
+            x = self.maxpool(x)
+            for index, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), start=2):
+                x = layer(x)
+                outs[index] = x
+                if index == last:
+                    break
+        return [outs[s] for s in stages]
+
+
+def depth_from_state_dict(state_dict: dict[str, torch.Tensor]) -> int:
+    """Infer the ResNet depth from a torchvision-layout state dict (blocks per stage, block type)."""
+    counts = []
+    for stage in range(1, 5):
+        blocks = {key.split(".")[1] for key in state_dict if key.startswith(f"layer{stage}.")}
+        counts.append(len(blocks))
+    bottleneck = any(key.endswith("conv3.weight") for key in state_dict)
+    for depth, (block, layers) in RESNET_LAYOUTS.items():
+        if layers == counts and (block is Bottleneck) == bottleneck:
+            return depth
+    raise ValueError(f"state dict is not a torchvision ResNet: blocks per stage {counts}, bottleneck={bottleneck}")

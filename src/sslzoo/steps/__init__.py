@@ -1,0 +1,1 @@
+"""CLI steps: one module per `python -m sslzoo <step>`, each with add_arguments() and main()."""
