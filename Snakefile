@@ -1,0 +1,33 @@
+# sslzoo: the self-supervised learning model zoo as one Snakemake workflow.
+#
+#   snakemake --profile profiles/local     # the mini zoo on the embedded data (config/mini.yaml)
+#   snakemake --profile profiles/slurm     # the full zoo on a SLURM cluster (config/config.yaml)
+#
+# The configuration comes from the profile (or --configfile); profiles/default/ picks the
+# mini zoo when no profile is named. The rules only wire files together; every job is one
+# `python -m sslzoo <step>` command.
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+if not config:
+    raise WorkflowError(
+        "no configuration: run with --profile profiles/local (the mini zoo), --profile "
+        "profiles/slurm (the full zoo) or --configfile config/<file>.yaml"
+    )
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/bench_classification.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        "results/tables/model_zoo.md",
+        method_pages(),
+    default_target: True

@@ -1,0 +1,117 @@
+"""The mini zoo end to end in a scratch directory: pretraining killed mid-run and resumed,
+then every job through to the tables, with real numbers in them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.workflow.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+MODEL = "rotation-pred_resnet18_mini"
+
+
+def _snakemake_cmd(workdir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--profile", str(REPO / "profiles" / "local"),
+        "--cores", "2",
+    ]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+
+
+def _pretrain_workers() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "sslzoo" in cmd and "pretrain" in cmd and not any(c.endswith("torchrun") for c in cmd):
+            found.append(proc)
+    return found
+
+
+@pytest.fixture(scope="module")
+def mini_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the mini zoo, killing the pretraining worker once its first epoch is saved."""
+    workdir = tmp_path_factory.mktemp("mini_zoo")
+    import shutil
+
+    shutil.copytree(REPO / "config", workdir / "config")
+    latest = workdir / "results" / "pretrain" / MODEL / "work" / "latest.pth"
+
+    first = subprocess.Popen(
+        _snakemake_cmd(workdir), cwd=workdir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 900
+    while not latest.exists():
+        assert first.poll() is None, f"workflow ended before the first epoch checkpoint:\n{first.stdout.read()}"
+        assert time.time() < deadline, "no epoch checkpoint after 15 minutes"
+        time.sleep(0.5)
+    workers = _pretrain_workers()
+    assert workers, "checkpoint written but no pretraining process found"
+    for proc in workers:
+        proc.send_signal(signal.SIGKILL)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode != 0, "the workflow should fail when its pretraining job is killed"
+
+    second = subprocess.run(
+        _snakemake_cmd(workdir), cwd=workdir, env=_env(), capture_output=True, text=True, timeout=1800
+    )
+    assert second.returncode == 0, second.stdout[-5000:] + second.stderr[-5000:]
+    return workdir
+
+
+def test_pretraining_resumed_after_kill(mini_zoo: Path) -> None:
+    log = (mini_zoo / "logs" / "pretrain" / f"{MODEL}.log").read_text()
+    assert "resuming from" in log and "epoch 1" in log, log[-3000:]
+    train_log = [
+        json.loads(line)
+        for line in (mini_zoo / "results" / "pretrain" / MODEL / "work" / "train_log.jsonl").read_text().splitlines()
+    ]
+    cfg = yaml.safe_load((REPO / "config" / "models" / f"{MODEL}.yaml").read_text())
+    assert max(rec["epoch"] for rec in train_log) == cfg["train"]["epochs"]
+
+
+def test_knn_metrics_are_real_numbers(mini_zoo: Path) -> None:
+    for model in (MODEL, "random"):
+        metrics = json.loads((mini_zoo / "results" / "benchmarks" / "knn_imagenet" / model / "metrics.json").read_text())
+        for k in ("k=10", "k=20", "k=100", "k=200"):
+            assert 0.0 <= metrics[k] <= 100.0
+        assert metrics["meta"]["model"] == model
+
+
+def test_tables_hold_knn_rows_for_model_and_random(mini_zoo: Path) -> None:
+    zoo = (mini_zoo / "results" / "tables" / "model_zoo.md").read_text()
+    page = (mini_zoo / "results" / "tables" / "rotation_pred.md").read_text()
+    for text in (zoo, page):
+        assert "Nearest-Neighbor" in text
+        rows = [line for line in text.splitlines() if line.startswith("|") and ("random" in line or MODEL in line)]
+        assert any("random" in row for row in rows) and any(MODEL in row for row in rows)
+        for row in rows:
+            if "(reported)" in row:
+                continue
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            numbers = [float(c) for c in cells if c.replace(".", "", 1).isdigit()]
+            assert len(numbers) >= 4, row
+
+
+def test_every_job_has_a_log_and_benchmark_file(mini_zoo: Path) -> None:
+    logs = list((mini_zoo / "logs").rglob("*.log"))
+    benches = list((mini_zoo / "logs" / "benchmarks").rglob("*.tsv"))
+    assert len(logs) >= 10 and len(benches) >= 10

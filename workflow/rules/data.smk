@@ -1,0 +1,41 @@
+# Datasets: the embedded mini datasets, and one manifest per (dataset, split) that every
+# later job reads instead of scanning folders again.
+
+
+rule make_mini_data:
+    output:
+        summary="resources/mini/summary.json",
+    params:
+        out="resources/mini",
+        seed=mini_data_seed(),
+    log:
+        "logs/make_mini_data.log",
+    benchmark:
+        "logs/benchmarks/make_mini_data.tsv"
+    threads: res("make_mini_data", "threads")
+    resources:
+        mem_mb=res("make_mini_data", "mem_mb"),
+        runtime=res("make_mini_data", "runtime"),
+    shell:
+        "python -m sslzoo make-mini-data --out {params.out} --seed {params.seed} > {log} 2>&1"
+
+
+rule manifest:
+    input:
+        mini_data_marker,
+    output:
+        "resources/manifests/{dataset}_{split}.json",
+    params:
+        images=manifest_images,
+        list_arg=manifest_list_arg,
+    log:
+        "logs/manifest/{dataset}_{split}.log",
+    benchmark:
+        "logs/benchmarks/manifest/{dataset}_{split}.tsv"
+    threads: res("manifest", "threads")
+    resources:
+        mem_mb=res("manifest", "mem_mb"),
+        runtime=res("manifest", "runtime"),
+    shell:
+        "python -m sslzoo manifest --dataset {wildcards.dataset} --split {wildcards.split}"
+        " --images {params.images} {params.list_arg} --out {output} > {log} 2>&1"

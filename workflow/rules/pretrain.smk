@@ -1,0 +1,81 @@
+# Pretraining and backbone extraction. Resume state lives in results/pretrain/{model}/work/,
+# which is not a declared output: Snakemake deletes outputs before a job runs, and a
+# requeued or rerun job must find its last epoch checkpoint there.
+
+
+rule pretrain:
+    input:
+        config="config/models/{pretrained}.yaml",
+        manifest=pretrain_manifest,
+    output:
+        "results/pretrain/{pretrained}/final.pth",
+    params:
+        work_dir="results/pretrain/{pretrained}/work",
+        seed=config["seed"],
+        protocol=pretrain_protocol,
+    log:
+        "logs/pretrain/{pretrained}.log",
+    benchmark:
+        "logs/benchmarks/pretrain/{pretrained}.tsv"
+    threads: res("pretrain", "threads")
+    resources:
+        gpu=pretrain_gpus,
+        cpus_per_gpu=res("pretrain", "cpus_per_gpu"),
+        mem_mb=res("pretrain", "mem_mb"),
+        runtime=res("pretrain", "runtime"),
+    shell:
+        "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo pretrain"
+        " --config {input.config} --manifest {input.manifest} --work-dir {params.work_dir}"
+        " --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule extract_backbone:
+    input:
+        "results/pretrain/{pretrained}/final.pth",
+    output:
+        "results/backbones/{pretrained}.pth",
+    log:
+        "logs/extract_backbone/{pretrained}.log",
+    benchmark:
+        "logs/benchmarks/extract_backbone/{pretrained}.tsv"
+    threads: res("extract_backbone", "threads")
+    resources:
+        mem_mb=res("extract_backbone", "mem_mb"),
+        runtime=res("extract_backbone", "runtime"),
+    shell:
+        "python -m sslzoo extract-backbone --checkpoint {input} --out {output} > {log} 2>&1"
+
+
+rule import_external:
+    input:
+        external_checkpoint,
+    output:
+        "results/backbones/{external}.pth",
+    log:
+        "logs/extract_backbone/{external}.log",
+    benchmark:
+        "logs/benchmarks/extract_backbone/{external}.tsv"
+    threads: res("extract_backbone", "threads")
+    resources:
+        mem_mb=res("extract_backbone", "mem_mb"),
+        runtime=res("extract_backbone", "runtime"),
+    shell:
+        "python -m sslzoo extract-backbone --checkpoint {input} --out {output} > {log} 2>&1"
+
+
+rule random_backbone:
+    output:
+        "results/backbones/random.pth",
+    params:
+        depth=config["baseline"]["depth"],
+        seed=config["seed"],
+    log:
+        "logs/extract_backbone/random.log",
+    benchmark:
+        "logs/benchmarks/extract_backbone/random.tsv"
+    threads: res("extract_backbone", "threads")
+    resources:
+        mem_mb=res("extract_backbone", "mem_mb"),
+        runtime=res("extract_backbone", "runtime"),
+    shell:
+        "python -m sslzoo random-backbone --depth {params.depth} --seed {params.seed} --out {output} > {log} 2>&1"
