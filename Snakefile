@@ -7,10 +7,19 @@
 # mini zoo when no profile is named. The rules only wire files together; every job is one
 # `python -m sslzoo <step>` command.
 
+import os
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# Jobs run this checkout's code (`python -m sslzoo`), also in an environment where sslzoo
+# is not installed (e.g. --software-deployment-method conda with workflow/envs/sslzoo.yaml).
+# (Set with update(): the variable is provided here, not required from the user.)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [os.path.join(workflow.basedir, "src"), os.getenv("PYTHONPATH")]))
+)
 
 if not config:
     raise WorkflowError(

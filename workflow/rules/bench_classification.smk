@@ -11,6 +11,8 @@ rule extract_features:
         "results/features/{model}/{dataset}_{split}.npz",
     params:
         protocol=features_protocol,
+    conda:
+        "../envs/sslzoo.yaml"
     log:
         "logs/extract_features/{model}/{dataset}_{split}.log",
     benchmark:
@@ -36,6 +38,8 @@ rule knn:
         "results/benchmarks/knn_imagenet/{model}/metrics.json",
     params:
         protocol=protocol_values("knn_imagenet"),
+    conda:
+        "../envs/sslzoo.yaml"
     log:
         "logs/knn_imagenet/{model}.log",
     benchmark:

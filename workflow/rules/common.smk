@@ -155,6 +155,11 @@ def pretrain_protocol(wildcards):
     return MODEL_CONFIGS[wildcards.pretrained]
 
 
+def output_dir(wildcards, output):
+    """Params function: the folder of the rule's first output."""
+    return os.path.dirname(output[0])
+
+
 def external_checkpoint(wildcards):
     return config["external"][wildcards.external]
 

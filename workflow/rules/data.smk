@@ -6,8 +6,10 @@ rule make_mini_data:
     output:
         summary="resources/mini/summary.json",
     params:
-        out="resources/mini",
+        out=output_dir,
         seed=mini_data_seed(),
+    conda:
+        "../envs/sslzoo.yaml"
     log:
         "logs/make_mini_data.log",
     benchmark:
@@ -28,6 +30,8 @@ rule manifest:
     params:
         images=manifest_images,
         list_arg=manifest_list_arg,
+    conda:
+        "../envs/sslzoo.yaml"
     log:
         "logs/manifest/{dataset}_{split}.log",
     benchmark:

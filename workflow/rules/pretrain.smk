@@ -13,6 +13,8 @@ rule pretrain:
         work_dir="results/pretrain/{pretrained}/work",
         seed=config["seed"],
         protocol=pretrain_protocol,
+    conda:
+        "../envs/sslzoo.yaml"
     log:
         "logs/pretrain/{pretrained}.log",
     benchmark:
@@ -34,6 +36,8 @@ rule extract_backbone:
         "results/pretrain/{pretrained}/final.pth",
     output:
         "results/backbones/{pretrained}.pth",
+    conda:
+        "../envs/sslzoo.yaml"
     log:
         "logs/extract_backbone/{pretrained}.log",
     benchmark:
@@ -51,6 +55,8 @@ rule import_external:
         external_checkpoint,
     output:
         "results/backbones/{external}.pth",
+    conda:
+        "../envs/sslzoo.yaml"
     log:
         "logs/extract_backbone/{external}.log",
     benchmark:
@@ -69,6 +75,8 @@ rule random_backbone:
     params:
         depth=config["baseline"]["depth"],
         seed=config["seed"],
+    conda:
+        "../envs/sslzoo.yaml"
     log:
         "logs/extract_backbone/random.log",
     benchmark:

@@ -10,7 +10,9 @@ rule tables:
         zoo="results/tables/model_zoo.md",
         pages=method_pages(),
     params:
-        out_dir="results/tables",
+        out_dir=output_dir,
+    conda:
+        "../envs/sslzoo.yaml"
     log:
         "logs/tables.log",
     benchmark:
