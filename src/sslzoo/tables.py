@@ -1,0 +1,305 @@
+"""metrics.json files -> markdown tables in the format of the MMSelfSup model-zoo pages.
+
+One page per method (``{method}.md``: the method's models, each followed by its reported
+numbers, and the ``random`` baseline) and ``model_zoo.md`` (every model). A page has one
+section per benchmark that has at least one metrics file; :data:`SECTIONS` says each section's
+heading, description and columns (the column names of the model-zoo pages, which are also the
+keys of ``metrics.json`` and of a model config's ``reported``). A missing value is shown as "–".
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from sslzoo.errors import SslzooError
+from sslzoo.io import atomic_write_bytes, read_json
+
+MISSING = "–"
+RANDOM_MODEL = "random"
+REPORTED_SUFFIX = " (reported)"
+CONFIG_HEADER = "Self-Supervised Config"
+OURS, REPORTED = "ours", "reported"
+
+
+@dataclass(frozen=True)
+class Section:
+    """One benchmark's table: where it goes on the page, what it says, which columns it has."""
+
+    heading: str
+    description: str
+    columns: tuple[str, ...]
+    group: str = "Classification"
+
+
+_FEATURES = ("Feature1", "Feature2", "Feature3", "Feature4", "Feature5", "AvgPool")
+_LINEAR = (
+    "A linear classifier on frozen features. Feature1 - Feature5 are the stem and the four ResNet "
+    "stages average-pooled to a fixed grid (no global pooling), then BN and a linear layer; AvgPool "
+    "is the globally pooled last stage. Top-1 (%)."
+)
+_LOWSHOT_K = ("k=1", "k=2", "k=4", "k=8", "k=16", "k=32", "k=64", "k=96")
+
+# benchmark name (results/benchmarks/{benchmark}/...) -> its section; the page order is this order
+SECTIONS: dict[str, Section] = {
+    "svm_voc07": Section(
+        "VOC SVM",
+        "Linear SVMs on frozen, pooled features of VOC07 trainval, tested on VOC07 test (mAP %). "
+        "The **Best Layer** is the stage whose features score best (feature1 is the stem, "
+        "feature2 - feature5 the four ResNet stages); **SVM** is its mAP.",
+        ("Best Layer", "SVM"),
+    ),
+    "lowshot_voc07": Section(
+        "VOC Low-shot SVM",
+        "The same SVMs trained with k = 1 to 96 positive images per class, on the features of the "
+        "**Best Layer** (mAP %, mean over 5 samples).",
+        ("Best Layer", *_LOWSHOT_K),
+    ),
+    "linear_imagenet": Section("ImageNet Linear Evaluation", _LINEAR, _FEATURES),
+    "linear_places205": Section("Places205 Linear Evaluation", _LINEAR, _FEATURES),
+    "linear_inat18": Section("iNaturalist2018 Linear Evaluation", _LINEAR, _FEATURES),
+    "knn_imagenet": Section(
+        "ImageNet Nearest-Neighbor Classification",
+        "Weighted kNN on the features after global average pooling; k=10 to k=200 is the number "
+        "of nearest neighbours. Top-1 (%).",
+        ("k=10", "k=20", "k=100", "k=200"),
+    ),
+    "semi_in1k_1pct": Section(
+        "ImageNet Semi-Supervised Classification (1% labels)",
+        "The whole network fine-tuned with a linear head on 1% of the ImageNet training labels; "
+        "the best setting of the learning-rate grid.",
+        ("Top-1 (%)", "Top-5 (%)"),
+    ),
+    "semi_in1k_10pct": Section(
+        "ImageNet Semi-Supervised Classification (10% labels)",
+        "The whole network fine-tuned with a linear head on 10% of the ImageNet training labels; "
+        "the best setting of the learning-rate grid.",
+        ("Top-1 (%)", "Top-5 (%)"),
+    ),
+    "det_voc0712": Section(
+        "Pascal VOC 2007 + 2012",
+        "Faster R-CNN R50-C4 fine-tuned on VOC07+12 trainval and tested on VOC07 test (MoCo protocol).",
+        ("AP50", "AP", "AP75"),
+        group="Detection",
+    ),
+    "det_coco": Section(
+        "COCO2017",
+        "Mask R-CNN R50-FPN, 1x schedule, trained on COCO train2017 and tested on val2017.",
+        ("mAP(Box)", "AP50(Box)", "AP75(Box)", "mAP(Mask)", "AP50(Mask)", "AP75(Mask)"),
+        group="Detection",
+    ),
+    "seg_voc12aug": Section(
+        "Pascal VOC 2012 + Aug",
+        "FCN R50-D8 fine-tuned on VOC12 train with the SBD augmented set, mIoU on VOC12 val (MMSegmentation protocol).",
+        ("mIOU",),
+        group="Segmentation",
+    ),
+    "seg_cityscapes": Section(
+        "Cityscapes",
+        "FCN R50-D8 fine-tuned on Cityscapes train (769x769 crops), mIoU on val (MMSegmentation protocol).",
+        ("mIOU",),
+        group="Segmentation",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A row of the tables: a model name, its method and title, and its reported numbers."""
+
+    name: str
+    method: str | None
+    title: str
+    reported: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _check_columns(benchmark: str, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` keyed by the section's column names (matched case-insensitively), values checked."""
+    if benchmark not in SECTIONS:
+        raise SslzooError(
+            f"{source}: benchmark '{benchmark}' has no table section; add it to SECTIONS in sslzoo/tables.py"
+        )
+    columns = {column.lower(): column for column in SECTIONS[benchmark].columns}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        column = columns.get(str(key).lower())
+        if column is None:
+            raise SslzooError(
+                f"{source}: '{key}' is not a column of {benchmark}; the columns are {list(SECTIONS[benchmark].columns)}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float | str | None):
+            raise SslzooError(f"{source}: {benchmark} '{key}' must be a number or a string, got {value!r}")
+        out[column] = value
+    return out
+
+
+def load_model_entry(path: str | os.PathLike[str]) -> ModelEntry:
+    """Name (file stem), method, title and ``reported`` of a model config."""
+    path = Path(path)
+    if not path.is_file():
+        raise SslzooError(f"{path}: model config not found")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    for key in ("method", "title"):
+        if key not in cfg:
+            raise SslzooError(f"{path}: missing key '{key}'")
+    reported = {
+        benchmark: _check_columns(benchmark, values or {}, f"{path}: reported.{benchmark}")
+        for benchmark, values in (cfg.get("reported") or {}).items()
+    }
+    return ModelEntry(name=path.stem, method=str(cfg["method"]), title=str(cfg["title"]), reported=reported)
+
+
+def parse_metrics_path(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """``results/benchmarks/{benchmark}/{model}/metrics.json`` -> (benchmark, model)."""
+    path = Path(path)
+    if path.name != "metrics.json" or len(path.parts) < 3:
+        raise SslzooError(f"{path}: expected a path .../{{benchmark}}/{{model}}/metrics.json")
+    return path.parent.parent.name, path.parent.name
+
+
+def load_results(
+    metrics_paths: Sequence[str | os.PathLike[str]], models: Sequence[ModelEntry]
+) -> pd.DataFrame:
+    """Every number of the tables in long form: columns model, source (ours/reported), benchmark, column, value."""
+    records: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for path in metrics_paths:
+        benchmark, model = parse_metrics_path(path)
+        if (benchmark, model) in seen:
+            raise SslzooError(f"{path}: a second metrics file for {benchmark}/{model}")
+        seen.add((benchmark, model))
+        metrics = read_json(path)
+        if not isinstance(metrics, dict):
+            raise SslzooError(f"{path}: expected a JSON object of table column -> number")
+        values = _check_columns(benchmark, {k: v for k, v in metrics.items() if k != "meta"}, str(path))
+        records += [
+            dict(model=model, source=OURS, benchmark=benchmark, column=c, value=v) for c, v in values.items()
+        ]
+    for entry in models:
+        for benchmark, values in entry.reported.items():
+            records += [
+                dict(model=entry.name, source=REPORTED, benchmark=benchmark, column=c, value=v)
+                for c, v in values.items()
+            ]
+    # a benchmark with a metrics file but no numbers still gets its section
+    records += [dict(model=m, source=OURS, benchmark=b, column=None, value=None) for b, m in seen]
+    return pd.DataFrame.from_records(records, columns=["model", "source", "benchmark", "column", "value"])
+
+
+def format_value(value: Any) -> str:
+    """Numbers with 2 decimals, strings as they are, anything missing as "–"."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return MISSING
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A pipe table with every column padded to its widest cell, like the model-zoo pages."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    widths = [max(width, 3) for width in widths]
+
+    def line(cells: Sequence[str]) -> str:
+        return (
+            "| "
+            + " | ".join(str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True))
+            + " |"
+        )
+
+    return "\n".join([line(header), line(["-" * width for width in widths]), *(line(row) for row in rows)])
+
+
+def _section_rows(
+    results: pd.DataFrame, benchmark: str, models: Sequence[ModelEntry], with_method: bool
+) -> list[list[str]]:
+    columns = list(SECTIONS[benchmark].columns)
+    known = results[(results.benchmark == benchmark) & results.column.notna()]
+    table = known.pivot(index=["model", "source"], columns="column", values="value") if len(known) else None
+    rows: list[list[str]] = []
+    for entry in models:
+        sources = [OURS] + ([REPORTED] if benchmark in entry.reported else [])
+        for source in sources:
+            label = entry.name + (REPORTED_SUFFIX if source == REPORTED else "")
+            if table is not None and (entry.name, source) in table.index:
+                values = table.loc[(entry.name, source)].reindex(columns)
+                cells = [format_value(values[column]) for column in columns]
+            else:
+                cells = [MISSING] * len(columns)
+            rows.append(([entry.title] if with_method else []) + [label, *cells])
+    return rows
+
+
+def render_page(
+    title: str, intro: str, results: pd.DataFrame, models: Sequence[ModelEntry], with_method: bool = False
+) -> str:
+    """The markdown of one page: a section per benchmark that has at least one metrics file."""
+    measured = set(results.loc[results.source == OURS, "benchmark"])
+    lines = [f"# {title}", "", intro, ""]
+    group = None
+    written = 0
+    for benchmark, section in SECTIONS.items():
+        if benchmark not in measured:
+            continue
+        if section.group != group:
+            group = section.group
+            lines += [f"## {group}", ""]
+        header = (["Method"] if with_method else []) + [CONFIG_HEADER, *section.columns]
+        table = markdown_table(header, _section_rows(results, benchmark, models, with_method))
+        lines += [f"### {section.heading}", "", section.description, "", table, ""]
+        written += 1
+    if not written:
+        lines += ["No benchmark results yet.", ""]
+    return "\n".join(lines)
+
+
+def _intro(what: str) -> str:
+    return (
+        f"{what}. Each of our rows is followed by the numbers the model zoo reports for the same "
+        f"config, labelled {REPORTED_SUFFIX.strip()}, where there are any; `{RANDOM_MODEL}` is a randomly "
+        f"initialised backbone. {MISSING} marks a result that is not available."
+    )
+
+
+def write_tables(
+    metrics_paths: Sequence[str | os.PathLike[str]],
+    model_config_paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+) -> list[Path]:
+    """Write ``{method}.md`` for every method of the model configs and ``model_zoo.md``; return the paths."""
+    configured = [load_model_entry(path) for path in model_config_paths]
+    names = [entry.name for entry in configured]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise SslzooError(f"model configs given twice: {duplicates}")
+    results = load_results(metrics_paths, configured)
+    known = set(names) | {RANDOM_MODEL}
+    others = sorted(set(results.loc[results.source == OURS, "model"]) - known)
+    random_entry = ModelEntry(name=RANDOM_MODEL, method=None, title="Random init")
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    methods = list(dict.fromkeys(entry.method for entry in configured))
+    for method in methods:
+        rows = [entry for entry in configured if entry.method == method] + [random_entry]
+        title = rows[0].title
+        page = render_page(title, _intro(f"Results of the {title} models of this zoo"), results, rows)
+        written.append(out_dir / f"{method}.md")
+        atomic_write_bytes(written[-1], page.encode())
+    everyone = (
+        configured
+        + [ModelEntry(name=name, method=None, title="external") for name in others]
+        + [random_entry]
+    )
+    page = render_page(
+        "Model Zoo", _intro("Every model of this zoo on every benchmark"), results, everyone, with_method=True
+    )
+    written.append(out_dir / "model_zoo.md")
+    atomic_write_bytes(written[-1], page.encode())
+    return written

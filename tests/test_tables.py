@@ -1,0 +1,164 @@
+"""Markdown tables from metrics files and model configs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from sslzoo.errors import SslzooError
+from sslzoo.steps import tables as tables_step
+from sslzoo.tables import SECTIONS, format_value, markdown_table, write_tables
+
+ROTATION = """\
+method: rotation_pred
+title: Rotation-Pred
+reported:
+  knn_imagenet: {"k=10": 11.0, "k=20": 11.9, "k=100": 12.6, "k=200": 12.4}
+  det_coco: {"mAP(Box)": 37.9}
+"""
+ROTATION_MINI = "method: rotation_pred\ntitle: Rotation-Pred\n"
+BYOL = "method: byol\ntitle: BYOL\nreported:\n  svm_voc07: {Best Layer: feature5, SVM: 86.31}\n"
+
+
+def _write_metrics(root: Path, benchmark: str, model: str, values: dict) -> Path:
+    path = root / "results" / "benchmarks" / benchmark / model / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**values, "meta": {"benchmark": benchmark, "model": model}}))
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> tuple[list[Path], list[Path]]:
+    configs = tmp_path / "config" / "models"
+    configs.mkdir(parents=True)
+    (configs / "rot_r50.yaml").write_text(ROTATION)
+    (configs / "rot_mini.yaml").write_text(ROTATION_MINI)
+    (configs / "byol_r50.yaml").write_text(BYOL)
+    metrics = [
+        _write_metrics(
+            tmp_path, "knn_imagenet", "rot_r50", {"k=10": 12.345, "k=20": 13, "k=100": 12.1, "k=200": 11.0}
+        ),
+        _write_metrics(tmp_path, "knn_imagenet", "rot_mini", {"k=10": 30.0, "k=20": 31.456, "k=100": 29.0}),
+        _write_metrics(
+            tmp_path, "knn_imagenet", "random", {"k=10": 9.5, "k=20": 9.25, "k=100": 8.0, "k=200": 7.125}
+        ),
+        _write_metrics(tmp_path, "svm_voc07", "byol_r50", {"Best Layer": "feature5", "SVM": 80.0}),
+        _write_metrics(
+            tmp_path,
+            "knn_imagenet",
+            "my-checkpoint",
+            {"k=10": 50.0, "k=20": 51.0, "k=100": 52.0, "k=200": 53.0},
+        ),
+    ]
+    return metrics, [configs / "rot_r50.yaml", configs / "rot_mini.yaml", configs / "byol_r50.yaml"]
+
+
+EXPECTED_ROTATION_PAGE = """\
+# Rotation-Pred
+
+Results of the Rotation-Pred models of this zoo. Each of our rows is followed by the numbers the model zoo reports for the same config, labelled (reported), where there are any; `random` is a randomly initialised backbone. – marks a result that is not available.
+
+## Classification
+
+### VOC SVM
+
+{svm}
+
+| Self-Supervised Config | Best Layer | SVM |
+| ---------------------- | ---------- | --- |
+| rot_r50                | –          | –   |
+| rot_mini               | –          | –   |
+| random                 | –          | –   |
+
+### ImageNet Nearest-Neighbor Classification
+
+{knn}
+
+| Self-Supervised Config | k=10  | k=20  | k=100 | k=200 |
+| ---------------------- | ----- | ----- | ----- | ----- |
+| rot_r50                | 12.35 | 13.00 | 12.10 | 11.00 |
+| rot_r50 (reported)     | 11.00 | 11.90 | 12.60 | 12.40 |
+| rot_mini               | 30.00 | 31.46 | 29.00 | –     |
+| random                 | 9.50  | 9.25  | 8.00  | 7.12  |
+""".format(svm=SECTIONS["svm_voc07"].description, knn=SECTIONS["knn_imagenet"].description)
+
+
+def test_method_page_matches_expected_markdown(tmp_path: Path, inputs) -> None:
+    metrics, configs = inputs
+    written = write_tables(metrics, configs, tmp_path / "tables")
+    assert sorted(path.name for path in written) == ["byol.md", "model_zoo.md", "rotation_pred.md"]
+    assert (tmp_path / "tables" / "rotation_pred.md").read_text() == EXPECTED_ROTATION_PAGE
+
+
+def test_model_zoo_lists_every_model_and_only_measured_sections(tmp_path: Path, inputs) -> None:
+    metrics, configs = inputs
+    write_tables(metrics, configs, tmp_path / "tables")
+    zoo = (tmp_path / "tables" / "model_zoo.md").read_text()
+    knn = zoo.split("### ImageNet Nearest-Neighbor Classification")[1]
+    rows = [line for line in knn.splitlines() if line.startswith("| ")][2:]
+    assert [row.split("|")[2].strip() for row in rows] == [
+        "rot_r50",
+        "rot_r50 (reported)",
+        "rot_mini",
+        "byol_r50",
+        "my-checkpoint",
+        "random",
+    ]
+    assert rows[3].split("|")[1].strip() == "BYOL"
+    assert [cell.strip() for cell in rows[3].split("|")[3:7]] == ["–", "–", "–", "–"]
+    assert [cell.strip() for cell in rows[4].split("|")[3:7]] == ["50.00", "51.00", "52.00", "53.00"]
+    # the reported COCO numbers alone do not make a section: no metrics file for det_coco
+    assert "COCO2017" not in zoo and "## Detection" not in zoo
+    byol = (tmp_path / "tables" / "byol.md").read_text()
+    svm = byol.split("### VOC SVM")[1].split("###")[0]
+    cells = [
+        [cell.strip() for cell in line.split("|")[1:-1]]
+        for line in svm.splitlines()
+        if line.startswith("| byol")
+    ]
+    assert cells == [["byol_r50", "feature5", "80.00"], ["byol_r50 (reported)", "feature5", "86.31"]]
+
+
+def test_step_writes_pages_and_empty_pages_say_so(tmp_path: Path, inputs) -> None:
+    _, configs = inputs
+    parser = argparse.ArgumentParser()
+    tables_step.add_arguments(parser)
+    tables_step.main(parser.parse_args(["--models", *map(str, configs), "--out-dir", str(tmp_path / "out")]))
+    page = (tmp_path / "out" / "byol.md").read_text()
+    assert page.startswith("# BYOL\n") and "No benchmark results yet." in page and "|" not in page
+
+
+@pytest.mark.parametrize(
+    ("benchmark", "values", "message"),
+    [
+        ("knn_imagenet", {"k=15": 1.0}, "'k=15' is not a column of knn_imagenet"),
+        ("nonsense_bench", {"x": 1.0}, "benchmark 'nonsense_bench' has no table section"),
+        ("knn_imagenet", {"k=10": [1.0]}, "must be a number or a string"),
+    ],
+)
+def test_bad_metrics_are_errors(tmp_path: Path, benchmark: str, values: dict, message: str) -> None:
+    path = _write_metrics(tmp_path, benchmark, "m", values)
+    with pytest.raises(SslzooError, match=message):
+        write_tables([path], [], tmp_path / "out")
+
+
+def test_metrics_path_must_follow_the_layout(tmp_path: Path) -> None:
+    path = tmp_path / "scores.json"
+    path.write_text("{}")
+    with pytest.raises(SslzooError, match=r"\{benchmark\}/\{model\}/metrics.json"):
+        write_tables([path], [], tmp_path / "out")
+
+
+def test_format_and_table_helpers() -> None:
+    assert [format_value(v) for v in (1, 2.005, 63.9, None, float("nan"), "feature4")] == [
+        "1.00",
+        "2.00",
+        "63.90",
+        "–",
+        "–",
+        "feature4",
+    ]
+    assert markdown_table(["a", "bbbb"], [["xx", "–"]]) == "| a   | bbbb |\n| --- | ---- |\n| xx  | –    |"
