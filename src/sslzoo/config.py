@@ -1,0 +1,100 @@
+"""Model configs (``config/models/<name>.yaml``): read, validate against the schema, fill defaults.
+
+The schema is ``sslzoo/schemas/model.schema.yaml`` (JSON-Schema 2020-12 written in YAML). A
+config that does not match it raises :class:`~sslzoo.errors.SslzooError` naming the file, the
+key path (``train.optimizer.lr``) and what the schema expects there.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from sslzoo.errors import SslzooError
+from sslzoo.io import read_yaml
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+MODEL_SCHEMA = SCHEMA_DIR / "model.schema.yaml"
+
+
+@cache
+def _schema(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def _with_defaults(
+    validator_class: type[jsonschema.protocols.Validator],
+) -> type[jsonschema.protocols.Validator]:
+    """A validator class that also writes each missing property's ``default`` into the instance."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def fill_defaults(
+        validator: jsonschema.protocols.Validator,
+        properties: dict[str, Any],
+        instance: Any,
+        schema: dict[str, Any],
+    ) -> Iterator[jsonschema.ValidationError]:
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": fill_defaults})
+
+
+_DefaultFillingValidator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def key_path(error: jsonschema.ValidationError) -> str:
+    """``train.optimizer.lr`` for an error at that key; ``(top level)`` for the document itself."""
+    parts = [str(part) for part in error.absolute_path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def validate(instance: Any, schema_path: Path, source: str | os.PathLike[str]) -> Any:
+    """Validate ``instance`` in place against the schema at ``schema_path``, filling defaults.
+
+    Raises:
+        SslzooError: listing every violation as ``<source>: <key path>: <what is expected>``.
+    """
+    validator = _DefaultFillingValidator(_schema(schema_path))
+    errors = sorted(validator.iter_errors(instance), key=lambda err: [str(p) for p in err.absolute_path])
+    if errors:
+        lines = [f"{source}: {key_path(err)}: {err.message}" for err in errors]
+        raise SslzooError(
+            "\n".join(lines) + f"\n(schema: {schema_path}; fix the key(s) named above in {source})"
+        )
+    return instance
+
+
+def load_model_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``config/models/<name>.yaml``, validate it and fill the schema's defaults.
+
+    Returns:
+        The config as a plain dict, e.g. ``cfg["train"]["accumulate"] == 1`` when not given.
+
+    Raises:
+        SslzooError: the file is missing, not YAML, or breaks the schema (message names the key).
+    """
+    cfg = read_yaml(path)
+    if not isinstance(cfg, dict):
+        raise SslzooError(f"{path}: (top level): expected a mapping of config keys, got {type(cfg).__name__}")
+    validate(cfg, MODEL_SCHEMA, path)
+    schedule = cfg["train"]["schedule"]
+    steps = schedule.get("steps", [])
+    if any(later <= earlier for earlier, later in zip(steps, steps[1:], strict=False)):
+        raise SslzooError(f"{path}: train.schedule.steps: expected increasing epochs, got {steps}")
+    if schedule["warmup_epochs"] > cfg["train"]["epochs"]:
+        raise SslzooError(
+            f"{path}: train.schedule.warmup_epochs: expected at most train.epochs "
+            f"({cfg['train']['epochs']}), got {schedule['warmup_epochs']}"
+        )
+    return cfg

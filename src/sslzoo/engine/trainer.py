@@ -1,0 +1,412 @@
+"""The one pretraining loop: DDP, gradient accumulation, bf16 autocast, lr schedule, checkpoint/resume.
+
+Reproducibility: the sample order of an epoch depends only on ``(seed, epoch)``
+(:class:`EpochSampler`), and the augmentation randomness only on ``(seed, epoch, rank, worker)``
+(the global RNGs are reseeded at every epoch start and each DataLoader gets a generator seeded
+from the same tuple, from which torch seeds its workers). A run killed at any point and resumed
+from ``work_dir/latest.pth`` (written atomically at the end of every epoch) therefore gives the
+same weights as an uninterrupted one (bit-identical on CPU; on GPU up to non-deterministic
+kernels).
+
+One *iteration* is one optimizer step over ``accumulate`` micro-batches of ``batch_size``
+samples per process; the lr schedule, ``train_log.jsonl`` and ``after_step(progress)`` count
+these. The micro-batches left over at the end of an epoch (fewer than ``accumulate``) are
+skipped, as is a last incomplete micro-batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from sslzoo.engine.dist import DistContext, all_reduce_mean, barrier, cleanup, init_distributed
+from sslzoo.engine.optim import build_optimizer
+from sslzoo.engine.schedules import apply_lr, build_schedule
+from sslzoo.errors import SslzooError
+from sslzoo.io import git_revision
+
+LATEST = "latest.pth"
+TRAIN_LOG = "train_log.jsonl"
+# Config keys that do not change training: a checkpoint written under other values still resumes.
+_NOT_TRAINING_KEYS = ("title", "reported")
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (numpy SeedSequence), e.g. ``(seed, epoch, rank)``."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class EpochSampler(Sampler[int]):
+    """The indices one process reads in one epoch.
+
+    A permutation of ``range(size)`` seeded by ``(seed, epoch)`` only, padded by wrapping to a
+    multiple of ``world_size``, of which rank ``r`` takes positions ``r, r + world_size, ...``
+    (the layout of ``torch.utils.data.DistributedSampler``). The first ``k * world_size``
+    positions of the permutation are thus the first ``k`` samples of every rank together: a
+    world of 2 with batch ``b`` reads the same samples per step as one process with batch ``2b``.
+    """
+
+    def __init__(self, size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.seed, self.epoch, self.rank, self.world_size = size, seed, epoch, rank, world_size
+        self.per_rank = math.ceil(size / world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
+        order = torch.randperm(self.size, generator=generator).tolist()
+        padded = self.per_rank * self.world_size
+        order += order[: padded - len(order)]
+        return iter(order[self.rank : padded : self.world_size])
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+def move_to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """``batch`` (tensors nested in lists, tuples, dicts) on ``device``; 4-D tensors in
+    channels-last memory format when asked."""
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        if channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+    if isinstance(batch, Mapping):
+        return {key: move_to_device(value, device, channels_last) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(value, device, channels_last) for value in batch)
+    return batch
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file in the same folder and a rename: a kill mid-write
+    leaves the previous file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def rng_state() -> dict[str, Any]:
+    """The global generators' states in a form ``torch.load(weights_only=True)`` accepts."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (
+            np_name,
+            torch.from_numpy(np_keys.astype(np.int64)),
+            int(np_pos),
+            int(np_has_gauss),
+            float(np_gauss),
+        ),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _training_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in cfg.items() if key not in _NOT_TRAINING_KEYS}
+
+
+def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Key paths whose values differ between two configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _truncate_log(log_path: Path, iterations: int) -> None:
+    """Keep the log lines of the first ``iterations`` iterations (a resumed run redoes the rest)."""
+    if not log_path.exists():
+        return
+    kept = []
+    for line in log_path.read_text().splitlines():
+        try:
+            if json.loads(line)["iter"] <= iterations:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            break  # a line cut by a kill: everything after it is stale too
+    log_path.write_text("".join(f"{line}\n" for line in kept))
+
+
+def _say(ctx: DistContext, message: str) -> None:
+    if ctx.is_main:
+        tqdm.write(message, file=sys.stderr)
+
+
+def train(
+    method: nn.Module,
+    dataset: Dataset,
+    cfg: dict[str, Any],
+    work_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    seed: int = 0,
+    ctx: DistContext | None = None,
+) -> dict[str, Any]:
+    """Pretrain ``method`` on ``dataset`` for ``cfg["train"]["epochs"]``, resuming when possible.
+
+    Args:
+        method: follows the contract of :mod:`sslzoo.methods`; its parameters must already be
+            initialised identically on every process (seed before building it).
+        dataset: yields ``(views, label)``; only ``views`` (the output of ``method.views(cfg)``)
+            is used, collated by the default collate function.
+        cfg: a validated model config (:func:`sslzoo.config.load_model_config`).
+        work_dir: holds ``latest.pth`` (resume state) and ``train_log.jsonl``.
+        out: where the final checkpoint goes (``{"state_dict", "meta"}``); None writes none.
+        seed: seeds the data order and augmentation (with the epoch, rank and worker).
+        ctx: this process's place in the process group (default: a single CPU process).
+
+    Returns:
+        ``{"epoch", "iterations", "iters_per_epoch", "resumed_from_epoch"}``.
+    """
+    ctx = ctx or DistContext()
+    device = ctx.device
+    train_cfg = cfg["train"]
+    epochs, batch_size = int(train_cfg["epochs"]), int(train_cfg["batch_size"])
+    accumulate, workers = int(train_cfg.get("accumulate", 1)), int(train_cfg.get("workers", 2))
+    channels_last = bool(train_cfg.get("channels_last", False))
+    amp = bool(train_cfg.get("amp", False)) and device.type == "cuda"
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    latest_path, log_path = work_dir / LATEST, work_dir / TRAIN_LOG
+
+    micro_per_epoch = len(EpochSampler(len(dataset), seed, 0, ctx.rank, ctx.world_size)) // batch_size
+    iters_per_epoch = micro_per_epoch // accumulate
+    if iters_per_epoch < 1:
+        raise SslzooError(
+            f"train: {len(dataset)} samples give no full optimizer step of {ctx.world_size} process(es) x "
+            f"train.batch_size {batch_size} x train.accumulate {accumulate}; use more data or a smaller batch"
+        )
+    schedule = build_schedule(train_cfg["schedule"], epochs, iters_per_epoch)
+    total_iters = schedule.total_iters
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    method.to(device)
+    if cfg.get("backbone", {}).get("sync_bn", False) and ctx.distributed and device.type == "cuda":
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(method, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 autocast needs no loss scaling
+
+    start_epoch, iteration = 0, 0
+    if latest_path.exists():
+        state = torch.load(latest_path, map_location=device, weights_only=True)
+        differences = _config_differences(_training_config(state["config"]), _training_config(cfg))
+        if state.get("seed") != seed:
+            differences.append(f"seed ({state.get('seed')} -> {seed})")
+        if state.get("iters_per_epoch") != iters_per_epoch:
+            differences.append(f"iterations per epoch ({state.get('iters_per_epoch')} -> {iters_per_epoch})")
+        if differences:
+            raise SslzooError(
+                f"{latest_path} was written by a run with other settings ({', '.join(differences)}); "
+                f"delete {work_dir} to start over, or restore the settings to resume"
+            )
+        method.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
+        if state.get("world_size") != ctx.world_size:
+            _say(
+                ctx,
+                f"resuming a {state.get('world_size')}-process run with {ctx.world_size}: the data order changes",
+            )
+        _say(ctx, f"resuming from {latest_path}: epoch {start_epoch}/{epochs}, iteration {iteration}")
+        del state
+    if ctx.is_main:
+        _truncate_log(log_path, iteration)
+    barrier(ctx)
+
+    model: nn.Module = method
+    if ctx.distributed:
+        model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+    after_step = getattr(method, "after_step", None)
+
+    for epoch in range(start_epoch, epochs):
+        epoch_seed = derived_seed(seed, epoch, ctx.rank)
+        seed_everything(epoch_seed)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=EpochSampler(len(dataset), seed, epoch, ctx.rank, ctx.world_size),
+            num_workers=workers,
+            drop_last=True,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(epoch_seed),
+        )
+        model.train()
+        bar = tqdm(
+            total=iters_per_epoch,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            file=sys.stderr,
+            disable=not ctx.is_main,
+            dynamic_ncols=True,
+            leave=False,
+            mininterval=0.5 if sys.stderr.isatty() else 30.0,  # few redraws in log files
+        )
+        epoch_end = (epoch + 1) * iters_per_epoch
+        sums: dict[str, torch.Tensor] = {}
+        micro = 0
+        tick = time.perf_counter()
+        with open(log_path, "a") if ctx.is_main else nullcontext() as log:
+            for views, _labels in loader:
+                if micro == 0:
+                    lr = apply_lr(optimizer, schedule, iteration)
+                micro += 1
+                stepping = micro == accumulate
+                batch = move_to_device(views, device, channels_last)
+                sync = nullcontext() if stepping or not ctx.distributed else model.no_sync()
+                with sync:
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                        outputs = model(batch)
+                    (outputs["loss"] / accumulate).backward()
+                for key, value in outputs.items():
+                    value = torch.as_tensor(value).detach().float().reshape(())
+                    sums[key] = sums.get(key, 0) + value / accumulate
+                if not stepping:
+                    continue
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                iteration += 1
+                if after_step is not None:
+                    after_step(iteration / total_iters)
+                keys = sorted(sums)
+                means = all_reduce_mean(torch.stack([sums[k] for k in keys]), ctx).tolist()
+                scalars = dict(zip(keys, means, strict=True))
+                sums, micro = {}, 0
+                if not math.isfinite(scalars["loss"]):
+                    raise SslzooError(
+                        f"train: loss is {scalars['loss']} at epoch {epoch + 1}, iteration {iteration}; "
+                        f"lower train.optimizer.lr or the warm-up start (train.schedule.warmup_ratio)"
+                    )
+                now = time.perf_counter()
+                record = {
+                    "epoch": epoch + 1,
+                    "iter": iteration,
+                    "loss": scalars.pop("loss"),
+                    "lr": lr,
+                    "time": round(now - tick, 4),
+                    **scalars,
+                }
+                tick = now
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}")
+                if iteration == epoch_end:
+                    break
+        bar.close()
+        if ctx.is_main:
+            save_atomic(
+                {
+                    "state_dict": method.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch + 1,
+                    "iteration": iteration,
+                    "iters_per_epoch": iters_per_epoch,
+                    "rng": rng_state(),
+                    "config": cfg,
+                    "seed": seed,
+                    "world_size": ctx.world_size,
+                },
+                latest_path,
+            )
+            _say(ctx, f"epoch {epoch + 1}/{epochs} done ({iteration} iterations); saved {latest_path}")
+        barrier(ctx)
+
+    if out is not None and ctx.is_main:
+        final = {key: value.detach().cpu().contiguous() for key, value in method.state_dict().items()}
+        meta = {"method": cfg["method"], "config": cfg, "epoch": epochs, "git_rev": git_revision()}
+        save_atomic({"state_dict": final, "meta": meta}, Path(out))
+        _say(ctx, f"wrote {out}")
+    barrier(ctx)
+    return {
+        "epoch": epochs,
+        "iterations": iteration,
+        "iters_per_epoch": iters_per_epoch,
+        "resumed_from_epoch": start_epoch,
+    }
+
+
+def pretrain_from_files(
+    config_path: str | os.PathLike[str],
+    manifest_path: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The ``pretrain`` step: config + manifest -> method and dataset -> :func:`train`.
+
+    Joins the torchrun process group when launched under torchrun (see
+    :func:`sslzoo.engine.dist.init_distributed`) and leaves it at the end.
+    """
+    from sslzoo.config import load_model_config
+    from sslzoo.data.datasets import ManifestDataset
+    from sslzoo.methods import METHODS
+
+    cfg = load_model_config(config_path)
+    if cfg["method"] not in METHODS:
+        raise SslzooError(f"{config_path}: method: {cfg['method']!r} is not one of {sorted(METHODS)}")
+    ctx = init_distributed()
+    try:
+        if ctx.world_size != cfg["gpus"]:
+            _say(
+                ctx,
+                f"{config_path}: the protocol uses {cfg['gpus']} processes, this run {ctx.world_size}: "
+                f"the total batch is {ctx.world_size}x{cfg['train']['batch_size']}x{cfg['train']['accumulate']}",
+            )
+        torch.manual_seed(seed)
+        method_class = METHODS[cfg["method"]]
+        method = method_class.from_config(cfg)
+        dataset = ManifestDataset(manifest_path, method_class.views(cfg))
+        return train(method, dataset, cfg, work_dir, out, seed=seed, ctx=ctx)
+    finally:
+        cleanup()

@@ -1,0 +1,246 @@
+"""The training loop: logs and checkpoints, bit-identical resume after a kill, gradient
+accumulation, and DDP over two gloo processes against one process on the joint batch."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from sslzoo.engine.dist import cleanup, init_distributed
+from sslzoo.engine.trainer import LATEST, TRAIN_LOG, EpochSampler, move_to_device, train
+from sslzoo.errors import SslzooError
+
+
+class Killed(Exception):
+    """Stands in for a job killed mid-epoch."""
+
+
+class NoisyVectors(Dataset):
+    """``(x_i + noise, i)``; the noise is the random augmentation (off for exact comparisons)."""
+
+    def __init__(self, size: int, noise: float) -> None:
+        self.x = torch.randn(size, 4, generator=torch.Generator().manual_seed(123))
+        self.noise = noise
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.x[index] + self.noise * torch.randn(4), index
+
+
+class TinyMethod(nn.Module):
+    """Regress a fixed map of the input; optional BatchNorm and dropout (both use state/RNG)."""
+
+    def __init__(
+        self, init_seed: int, bn: bool, dropout: float = 0.0, kill_at_forward: int | None = None
+    ) -> None:
+        super().__init__()
+        torch.manual_seed(init_seed)
+        self.backbone = nn.Sequential(
+            nn.Linear(4, 8), nn.BatchNorm1d(8) if bn else nn.Identity(), nn.Tanh(), nn.Dropout(dropout)
+        )
+        self.head = nn.Linear(8, 2)
+        self.target = torch.tensor([[1.0, -2.0], [0.5, 0.0], [0.0, 1.5], [-1.0, 1.0]])
+        self.kill_at_forward, self.forwards, self.progress = kill_at_forward, 0, []
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.forwards += 1
+        if self.forwards == self.kill_at_forward:
+            raise Killed
+        prediction = self.head(self.backbone(x))
+        loss = F.mse_loss(prediction, x @ self.target)
+        return {"loss": loss, "abs_error": (prediction - x @ self.target).abs().mean().detach()}
+
+    def after_step(self, progress: float) -> None:
+        self.progress.append(progress)
+
+
+def make_cfg(batch_size: int, epochs: int = 2, accumulate: int = 1, workers: int = 0) -> dict:
+    return {
+        "method": "tiny",
+        "title": "Tiny",
+        "dataset": "vectors",
+        "gpus": 1,
+        "backbone": {"depth": 18, "sync_bn": True, "zero_init_residual": False},
+        "views": {},
+        "method_args": {},
+        "reported": {},
+        "train": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "accumulate": accumulate,
+            "workers": workers,
+            "amp": False,
+            "channels_last": False,
+            "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "nesterov": False},
+            "schedule": {
+                "name": "step",
+                "steps": [1],
+                "gamma": 0.5,
+                "warmup_epochs": 0.5,
+                "warmup_ratio": 0.1,
+                "by_epoch": True,
+                "min_lr": 0.0,
+            },
+        },
+    }
+
+
+def read_log(work_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (work_dir / TRAIN_LOG).read_text().splitlines()]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], exact: bool) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if exact:
+            assert torch.equal(a[key], b[key]), key
+        else:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_two_epochs_write_log_latest_and_final(tmp_path: Path) -> None:
+    method = TinyMethod(init_seed=0, bn=True)
+    cfg = make_cfg(batch_size=8)
+    result = train(
+        method, NoisyVectors(70, noise=0.1), cfg, tmp_path / "work", tmp_path / "final.pth", seed=3
+    )
+    assert result == {"epoch": 2, "iterations": 16, "iters_per_epoch": 8, "resumed_from_epoch": 0}
+    log = read_log(tmp_path / "work")
+    assert [r["iter"] for r in log] == list(range(1, 17))
+    assert [r["epoch"] for r in log] == [1] * 8 + [2] * 8
+    assert {"loss", "lr", "time", "abs_error"} <= log[0].keys()
+    assert log[0]["lr"] == pytest.approx(0.01) and log[4]["lr"] == pytest.approx(0.1)
+    assert log[8]["lr"] == pytest.approx(0.05)
+    assert sum(r["loss"] for r in log[-4:]) < sum(r["loss"] for r in log[:4]) / 2
+    assert method.progress == pytest.approx([i / 16 for i in range(1, 17)])
+    final = torch.load(tmp_path / "final.pth", map_location="cpu", weights_only=True)
+    assert set(final) == {"state_dict", "meta"}
+    assert (
+        final["meta"]["method"] == "tiny" and final["meta"]["epoch"] == 2 and final["meta"]["config"] == cfg
+    )
+    assert isinstance(final["meta"]["git_rev"], str)
+    assert_same_weights(final["state_dict"], method.state_dict(), exact=True)
+    latest = torch.load(tmp_path / "work" / LATEST, map_location="cpu", weights_only=True)
+    assert {"state_dict", "optimizer", "scaler", "epoch", "iteration", "rng"} <= latest.keys()
+    assert (latest["epoch"], latest["iteration"]) == (2, 16)
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
+    cfg = make_cfg(batch_size=8, workers=1)
+    data = NoisyVectors(70, noise=0.1)
+    reference = TinyMethod(init_seed=0, bn=True, dropout=0.2)
+    train(reference, data, cfg, tmp_path / "a", tmp_path / "a.pth", seed=5)
+
+    killed = TinyMethod(init_seed=0, bn=True, dropout=0.2, kill_at_forward=8 + 3)  # mid epoch 2
+    with pytest.raises(Killed):
+        train(killed, data, cfg, tmp_path / "b", tmp_path / "b.pth", seed=5)
+    assert not (tmp_path / "b.pth").exists()
+    assert torch.load(tmp_path / "b" / LATEST, weights_only=True)["epoch"] == 1
+    assert len(read_log(tmp_path / "b")) == 10
+
+    resumed = TinyMethod(init_seed=99, bn=True, dropout=0.2)  # other init: the checkpoint must win
+    result = train(resumed, data, cfg, tmp_path / "b", tmp_path / "b.pth", seed=5)
+    assert result["resumed_from_epoch"] == 1
+    a = torch.load(tmp_path / "a.pth", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b.pth", weights_only=True)["state_dict"]
+    assert_same_weights(a, b, exact=True)
+    strip = [{k: v for k, v in r.items() if k != "time"} for r in read_log(tmp_path / "a")]
+    assert [{k: v for k, v in r.items() if k != "time"} for r in read_log(tmp_path / "b")] == strip
+
+    other = make_cfg(batch_size=8, workers=1)
+    other["train"]["optimizer"]["lr"] = 0.2
+    with pytest.raises(SslzooError, match=r"train\.optimizer\.lr"):
+        train(TinyMethod(init_seed=0, bn=True), data, other, tmp_path / "b", tmp_path / "c.pth", seed=5)
+
+
+def test_randomness_depends_on_the_seed_not_on_the_global_rng_history(tmp_path: Path) -> None:
+    data = NoisyVectors(40, noise=0.3)
+    cfg = make_cfg(batch_size=8, workers=1)
+    runs = {}
+    for name, seed, draws in (("a", 5, 0), ("b", 5, 1000), ("c", 6, 0)):
+        method = TinyMethod(init_seed=0, bn=True, dropout=0.2)
+        torch.rand(draws)  # whatever ran before training must not matter
+        train(method, data, cfg, tmp_path / name, seed=seed)
+        runs[name] = method.state_dict()
+    assert_same_weights(runs["a"], runs["b"], exact=True)
+    assert not torch.equal(runs["a"]["head.weight"], runs["c"]["head.weight"])
+
+
+def test_accumulating_two_half_batches_equals_one_full_batch(tmp_path: Path) -> None:
+    data = NoisyVectors(64, noise=0.0)
+    whole = TinyMethod(init_seed=1, bn=False)
+    halves = TinyMethod(init_seed=1, bn=False)
+    train(whole, data, make_cfg(batch_size=16), tmp_path / "whole", seed=2)
+    train(halves, data, make_cfg(batch_size=8, accumulate=2), tmp_path / "halves", seed=2)
+    assert_same_weights(whole.state_dict(), halves.state_dict(), exact=False)
+    log_whole, log_halves = read_log(tmp_path / "whole"), read_log(tmp_path / "halves")
+    assert len(log_whole) == len(log_halves) == 8
+    assert [r["loss"] for r in log_halves] == pytest.approx([r["loss"] for r in log_whole], rel=1e-5)
+    untouched = TinyMethod(init_seed=1, bn=False)
+    assert not torch.allclose(untouched.head.weight, halves.head.weight)
+
+
+def test_two_ranks_read_the_samples_of_one_double_batch() -> None:
+    single = list(EpochSampler(10, seed=4, epoch=3))
+    rank0 = list(EpochSampler(10, seed=4, epoch=3, rank=0, world_size=2))
+    rank1 = list(EpochSampler(10, seed=4, epoch=3, rank=1, world_size=2))
+    assert sorted(rank0[:2] + rank1[:2]) == sorted(single[:4])
+    assert sorted(rank0 + rank1) == list(range(10))
+    assert single != list(EpochSampler(10, seed=4, epoch=4))
+
+
+def test_move_to_device_makes_image_batches_channels_last() -> None:
+    batch = {"images": torch.randn(2, 3, 5, 5), "stacks": (torch.randn(2, 4, 3, 5, 5), 7)}
+    moved = move_to_device(batch, torch.device("cpu"), channels_last=True)
+    assert moved["images"].is_contiguous(memory_format=torch.channels_last)
+    assert not moved["images"].is_contiguous()
+    assert torch.equal(moved["images"], batch["images"])
+    assert isinstance(moved["stacks"], tuple) and moved["stacks"][1] == 7
+    assert moved["stacks"][0].is_contiguous()  # only 4-D tensors change layout
+
+
+def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    ctx = init_distributed(use_cuda=False)
+    try:
+        method = TinyMethod(init_seed=7, bn=False)
+        train(
+            method,
+            NoisyVectors(16, noise=0.0),
+            make_cfg(batch_size=8, epochs=1),
+            Path(out_dir) / "work",
+            Path(out_dir) / "final.pth",
+            seed=1,
+            ctx=ctx,
+        )
+    finally:
+        cleanup()
+
+
+def test_ddp_two_gloo_processes_equal_one_process_on_the_joint_batch(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(port, str(tmp_path / "ddp")), nprocs=2, join=True)
+    ddp = torch.load(tmp_path / "ddp" / "final.pth", weights_only=True)["state_dict"]
+
+    single = TinyMethod(init_seed=7, bn=False)
+    initial = copy.deepcopy(single.state_dict())
+    train(single, NoisyVectors(16, noise=0.0), make_cfg(batch_size=16, epochs=1), tmp_path / "one", seed=1)
+    assert len(read_log(tmp_path / "ddp" / "work")) == len(read_log(tmp_path / "one")) == 1
+    assert_same_weights(ddp, single.state_dict(), exact=False)
+    assert not torch.allclose(initial["head.weight"], ddp["head.weight"])

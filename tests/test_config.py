@@ -1,0 +1,115 @@
+"""Model configs: schema errors name the file and the key, defaults are filled, and every
+config/models/*.yaml validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sslzoo.config import load_model_config
+from sslzoo.errors import SslzooError
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_CONFIGS = sorted((REPO / "config" / "models").glob("*.yaml"))
+
+MINIMAL = {
+    "method": "rotation_pred",
+    "title": "Rotation-Pred",
+    "dataset": "imagenet",
+    "gpus": 1,
+    "backbone": {"depth": 18},
+    "train": {
+        "epochs": 2,
+        "batch_size": 4,
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "schedule": {"name": "cosine"},
+    },
+}
+
+
+def write(tmp_path: Path, cfg: dict) -> Path:
+    path = tmp_path / "model.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def edited(**changes: object) -> dict:
+    """MINIMAL with ``a.b.c=value`` style changes (keys joined by "__")."""
+    cfg = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = cfg
+        for key in parents:
+            node = node[key]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    return cfg
+
+
+def test_defaults_are_filled(tmp_path: Path) -> None:
+    cfg = load_model_config(write(tmp_path, MINIMAL))
+    train = cfg["train"]
+    assert (train["accumulate"], train["amp"], train["channels_last"], train["workers"]) == (
+        1,
+        False,
+        False,
+        2,
+    )
+    assert train["schedule"]["warmup_epochs"] == 0 and train["schedule"]["by_epoch"] is True
+    assert train["optimizer"]["weight_decay"] == 0.0 and train["optimizer"]["exclude_bn_bias"] is False
+    assert cfg["backbone"]["sync_bn"] is False
+    assert cfg["views"] == {} and cfg["method_args"] == {} and cfg["reported"] == {}
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "expected"),
+    [
+        ({"train__optimizer__name": "adam"}, "train.optimizer.name", "is not one of"),
+        ({"train__optimizer__lr": -0.1}, "train.optimizer.lr", "less than or equal to the minimum"),
+        ({"train__schedule__name": "poly"}, "train.schedule.name", "is not one of"),
+        ({"train__batch_size": "sixteen"}, "train.batch_size", "is not of type 'integer'"),
+        ({"backbone__depth": 42}, "backbone.depth", "is not one of"),
+        ({"train__epochs": None}, "train", "'epochs' is a required property"),
+        ({"train__schedule": {"name": "step"}}, "train.schedule", "'steps' is a required property"),
+        ({"train__optimizer__momentun": 0.9}, "train.optimizer", "'momentun' was unexpected"),
+        ({"train__schedule": {"name": "step", "steps": [50, 30]}}, "train.schedule.steps", "increasing"),
+    ],
+)
+def test_bad_values_name_the_file_and_the_key(tmp_path: Path, changes: dict, key: str, expected: str) -> None:
+    path = write(tmp_path, edited(**changes))
+    with pytest.raises(SslzooError) as error:
+        load_model_config(path)
+    message = str(error.value)
+    assert f"{path}: {key}: " in message
+    assert expected in message
+
+
+def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(SslzooError, match="list.yaml"):
+        load_model_config(path)
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(SslzooError, match="nothing.yaml"):
+        load_model_config(tmp_path / "nothing.yaml")
+
+
+@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=[p.stem for p in MODEL_CONFIGS])
+def test_every_model_config_validates(path: Path) -> None:
+    from sslzoo.methods import METHODS
+
+    cfg = load_model_config(path)
+    assert cfg["method"] in METHODS
+    assert cfg["train"]["epochs"] >= 1
+    total = cfg["gpus"] * cfg["train"]["batch_size"] * cfg["train"]["accumulate"]
+    assert total >= 1
+
+
+def test_model_configs_exist() -> None:
+    assert any(p.stem == "rotation-pred_resnet50_8xb16-steplr-70e_in1k" for p in MODEL_CONFIGS)
