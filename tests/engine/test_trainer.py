@@ -17,7 +17,6 @@ from torch.utils.data import Dataset
 
 from sslzoo.engine.dist import cleanup, init_distributed
 from sslzoo.engine.trainer import LATEST, TRAIN_LOG, EpochSampler, move_to_device, train
-from sslzoo.errors import SslzooError
 
 
 class Killed(Exception):
@@ -158,10 +157,26 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None
     strip = [{k: v for k, v in r.items() if k != "time"} for r in read_log(tmp_path / "a")]
     assert [{k: v for k, v in r.items() if k != "time"} for r in read_log(tmp_path / "b")] == strip
 
-    other = make_cfg(batch_size=8, workers=1)
+
+def test_changed_settings_set_the_old_run_aside_and_start_over(tmp_path: Path, capsys) -> None:
+    data = NoisyVectors(40, noise=0.1)
+    cfg = make_cfg(batch_size=8, epochs=1)
+    train(TinyMethod(init_seed=0, bn=True), data, cfg, tmp_path / "w", seed=5)
+    old_latest = (tmp_path / "w" / LATEST).read_bytes()
+
+    other = make_cfg(batch_size=8, epochs=1)
     other["train"]["optimizer"]["lr"] = 0.2
-    with pytest.raises(SslzooError, match=r"train\.optimizer\.lr"):
-        train(TinyMethod(init_seed=0, bn=True), data, other, tmp_path / "b", tmp_path / "c.pth", seed=5)
+    result = train(TinyMethod(init_seed=0, bn=True), data, other, tmp_path / "w", seed=5)
+    assert result["resumed_from_epoch"] == 0
+    assert "train.optimizer.lr" in capsys.readouterr().err
+    (aside,) = (tmp_path / "w").glob("superseded-*")
+    assert (aside / LATEST).read_bytes() == old_latest
+    assert [r["iter"] for r in read_log(tmp_path / "w")] == list(range(1, 6))
+
+    fresh = TinyMethod(init_seed=0, bn=True)
+    train(fresh, data, other, tmp_path / "fresh", seed=5)
+    now = torch.load(tmp_path / "w" / LATEST, weights_only=True)["state_dict"]
+    assert_same_weights(now, fresh.state_dict(), exact=True)
 
 
 def test_randomness_depends_on_the_seed_not_on_the_global_rng_history(tmp_path: Path) -> None:

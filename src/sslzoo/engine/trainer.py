@@ -148,6 +148,16 @@ def _training_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in cfg.items() if key not in _NOT_TRAINING_KEYS}
 
 
+def _set_aside(work_dir: Path, paths: tuple[Path, ...]) -> Path:
+    """Move ``paths`` into ``work_dir/superseded-<time>/`` and return that folder."""
+    aside = work_dir / time.strftime("superseded-%Y%m%d-%H%M%S")
+    aside.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        if path.exists():
+            path.replace(aside / path.name)
+    return aside
+
+
 def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Key paths whose values differ between two configs."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -235,18 +245,27 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 autocast needs no loss scaling
 
     start_epoch, iteration = 0, 0
-    if latest_path.exists():
-        state = torch.load(latest_path, map_location=device, weights_only=True)
+    state = torch.load(latest_path, map_location=device, weights_only=True) if latest_path.exists() else None
+    if state is not None:
         differences = _config_differences(_training_config(state["config"]), _training_config(cfg))
         if state.get("seed") != seed:
             differences.append(f"seed ({state.get('seed')} -> {seed})")
         if state.get("iters_per_epoch") != iters_per_epoch:
             differences.append(f"iterations per epoch ({state.get('iters_per_epoch')} -> {iters_per_epoch})")
         if differences:
-            raise SslzooError(
-                f"{latest_path} was written by a run with other settings ({', '.join(differences)}); "
-                f"delete {work_dir} to start over, or restore the settings to resume"
-            )
+            # The protocol changed (Snakemake reruns the job because its params changed): the old
+            # run cannot be continued, so it is set aside, never silently mixed with the new one.
+            barrier(ctx)
+            if ctx.is_main:
+                aside = _set_aside(work_dir, (latest_path, log_path))
+                _say(
+                    ctx,
+                    f"{latest_path} was written with other settings ({', '.join(differences)}): "
+                    f"starting from scratch; the old state is kept in {aside}",
+                )
+            barrier(ctx)
+            state = None
+    if state is not None:
         method.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])

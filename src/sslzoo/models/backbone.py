@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 # depth -> (block, blocks per stage), as torchvision.models.resnet{18,34,50,101,152}
