@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -98,3 +98,18 @@ def load_model_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"({cfg['train']['epochs']}), got {schedule['warmup_epochs']}"
         )
     return cfg
+
+
+def section_with_defaults(
+    given: Mapping[str, Any] | None, defaults: Mapping[str, Any], where: str
+) -> dict[str, Any]:
+    """A method's free-form config section (``views``, ``method_args``, ...) over its defaults.
+
+    ``defaults`` overridden by ``given``; a key the method does not know raises
+    :class:`SslzooError` naming ``where`` and the allowed keys (a typo never passes silently).
+    """
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise SslzooError(f"model config {where}: unknown key(s) {unknown}; allowed: {sorted(defaults)}")
+    return {**defaults, **given}

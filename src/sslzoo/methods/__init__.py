@@ -20,10 +20,16 @@ from __future__ import annotations
 
 from torch import nn
 
+from sslzoo.methods.byol import BYOL
+from sslzoo.methods.relative_loc import RelativeLoc
 from sslzoo.methods.rotation_pred import RotationPred
+from sslzoo.methods.triplet import Triplet
 
 METHODS: dict[str, type[nn.Module]] = {
+    "relative_loc": RelativeLoc,
     "rotation_pred": RotationPred,
+    "byol": BYOL,
+    "triplet": Triplet,
 }
 
 

@@ -1,0 +1,254 @@
+"""Relative-Loc: predict where a neighbouring patch lies relative to the centre patch.
+
+Doersch, Gupta, Efros, "Unsupervised Visual Representation Learning by Context Prediction",
+ICCV 2015, as configured by MMSelfSup 0.x ``relative-loc_resnet50_8xb64-steplr-70e_in1k``
+(mmselfsup/datasets/relative_loc.py, mmselfsup/models/algorithms/relative_loc.py,
+mmselfsup/models/necks/relative_loc_neck.py, mmselfsup/models/heads/cls_head.py).
+
+Per image: Resize 292 -> RandomCrop 255 -> RandomGrayscale 0.66, then a 3x3 grid of 85 px
+cells with one random 64x64 crop inside each cell (no explicit gap), every patch normalised
+with the ImageNet statistics. The 8 (neighbour, centre) pairs of an image carry the labels
+0..7: label ``l`` is the neighbour at grid index ``NEIGHBOURS[l]`` in row-major order::
+
+    0 1 2
+    3 c 4
+    5 6 7
+
+The shared backbone embeds every patch, global average pooling gives ``C`` features, the pair
+is concatenated (neighbour first, centre second, ``2C``) and classified by fc-BN-ReLU-Dropout
+-> fc(8) with cross-entropy.
+
+The reference feeds every centre patch through the backbone eight times (once per pair). Here
+the backbone runs once on the ``8B`` neighbours and once on the ``B`` centres, as two batches
+like the reference's two calls, and each centre feature is repeated for its eight pairs. With
+batch-norm statistics per call, this gives the same forward and backward pass at 9/16 of the
+backbone cost; only the unbiased running-variance correction differs (``N/(N-1)``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torchvision import transforms
+
+from sslzoo.config import section_with_defaults
+from sslzoo.errors import SslzooError
+from sslzoo.models.backbone import ResNetBackbone
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+GRID = 3  # patches per side
+CENTRE = GRID * GRID // 2  # grid index of the centre patch (4)
+NEIGHBOURS: tuple[int, ...] = tuple(i for i in range(GRID * GRID) if i != CENTRE)  # label -> grid index
+NUM_CLASSES = len(NEIGHBOURS)  # 8
+
+VIEW_KEYS = {"resize": 292, "crop": 255, "grayscale_p": 0.66, "patch_size": 64}
+METHOD_KEYS = {"hidden": 4096, "dropout": 0.5, "bn_momentum": 0.003, "head_weight_decay": 5.0e-4}
+
+
+def neighbour_offset(label: int) -> tuple[int, int]:
+    """(row, column) offset of the neighbour with ``label`` relative to the centre patch."""
+    index = NEIGHBOURS[label]
+    return index // GRID - GRID // 2, index % GRID - GRID // 2
+
+
+def sample_patch_boxes(crop: int, patch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random patch boxes, one inside each cell of the 3x3 grid over a ``crop`` x ``crop`` image.
+
+    The cell is ``crop // 3`` px; the patch is placed uniformly inside it (the reference's
+    ``patch_jitter`` = cell - patch). mmselfsup 0.x mmselfsup/datasets/relative_loc.py
+    ``image_to_patches``.
+
+    Returns:
+        int64 ``[9, 4]`` boxes ``(top, left, bottom, right)`` (bottom/right exclusive), grid
+        cells in row-major order.
+    """
+    cell = crop // GRID
+    if not 0 < patch_size <= cell:
+        raise ValueError(f"patch_size {patch_size} must be in 1..{cell} (the cell of a {crop} px crop)")
+    jitter = torch.randint(0, cell - patch_size + 1, (GRID * GRID, 2), generator=generator)
+    index = torch.arange(GRID * GRID)
+    rows, cols = torch.div(index, GRID, rounding_mode="floor"), index % GRID
+    top = rows * cell + jitter[:, 0]
+    left = cols * cell + jitter[:, 1]
+    return torch.stack([top, left, top + patch_size, left + patch_size], dim=1)
+
+
+def crop_patches(image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Cut the boxes of :func:`sample_patch_boxes` out of ``image`` ``[3, H, W]`` -> ``[9, 3, P, P]``."""
+    return torch.stack([image[:, t:b, le:r] for t, le, b, r in boxes.tolist()])
+
+
+class RelativeLocPatches:
+    """Per-image transform: PIL RGB image -> the 9 normalised grid patches ``[9, 3, P, P]``.
+
+    Resize(``resize``, shorter side, bilinear) -> RandomCrop(``crop``) -> RandomGrayscale
+    (``grayscale_p``) -> ToTensor -> Normalize(ImageNet) -> 3x3 grid patches of ``patch_size``
+    (mmselfsup 0.x configs/selfsup/_base_/datasets/imagenet_relative-loc.py).
+    """
+
+    def __init__(
+        self, resize: int = 292, crop: int = 255, grayscale_p: float = 0.66, patch_size: int = 64
+    ) -> None:
+        if not 0 < patch_size <= crop // GRID:
+            raise SslzooError(
+                f"model config views.patch_size = {patch_size}: must be in 1..{crop // GRID} "
+                f"(views.crop {crop} // 3); lower patch_size or raise crop"
+            )
+        if crop > resize:
+            raise SslzooError(
+                f"model config views.crop = {crop} exceeds views.resize = {resize}; make crop <= resize"
+            )
+        self.crop = crop
+        self.patch_size = patch_size
+        self.prepare = transforms.Compose(
+            [
+                transforms.Resize(resize),
+                transforms.RandomCrop(crop),
+                transforms.RandomGrayscale(p=grayscale_p),
+                transforms.ToTensor(),
+                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        image = self.prepare(img)
+        return crop_patches(image, sample_patch_boxes(self.crop, self.patch_size))
+
+
+def make_pairs(features: torch.Tensor, centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate each neighbour feature with its image's centre feature.
+
+    Args:
+        features: neighbour features ``[B, 8, C]`` in label order (``NEIGHBOURS``).
+        centre: centre-patch features ``[B, C]``.
+
+    Returns:
+        pairs ``[8B, 2C]`` (neighbour, centre) image-major, and labels int64 ``[8B]``
+        (0..7 repeated per image).
+    """
+    b, n, c = features.shape
+    pairs = torch.cat([features, centre.unsqueeze(1).expand(b, n, c)], dim=2).reshape(b * n, 2 * c)
+    labels = torch.arange(n, device=features.device).repeat(b)
+    return pairs, labels
+
+
+class RelativeLoc(nn.Module):
+    """Backbone + relative-location neck and 8-way classifier.
+
+    Args:
+        depth: ResNet depth of the shared backbone.
+        zero_init_residual: torchvision's option for the backbone.
+        hidden: width of the neck fc (4096 in the reference).
+        dropout: dropout probability after the neck (``nn.Dropout()``'s 0.5 in the reference).
+        bn_momentum: momentum of the neck's BatchNorm1d (0.003 in the reference).
+        head_weight_decay: weight decay of the neck and classifier (5e-4 in the reference; the
+            backbone uses the optimizer's ``weight_decay``).
+
+    Init follows the reference: neck fc normal(std 0.01), classifier fc normal(std 0.005), biases
+    zero, BN weight one.
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        zero_init_residual: bool = False,
+        hidden: int = 4096,
+        dropout: float = 0.5,
+        bn_momentum: float = 0.003,
+        head_weight_decay: float = 5.0e-4,
+    ) -> None:
+        super().__init__()
+        self.backbone = ResNetBackbone(depth, zero_init_residual=zero_init_residual)
+        channels = self.backbone.out_channels
+        self.neck = nn.Sequential(
+            nn.Linear(2 * channels, hidden),
+            nn.BatchNorm1d(hidden, momentum=bn_momentum),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+        self.head = nn.Linear(hidden, NUM_CLASSES)
+        self.head_weight_decay = head_weight_decay
+        nn.init.normal_(self.neck[0].weight, std=0.01)
+        nn.init.zeros_(self.neck[0].bias)
+        nn.init.normal_(self.head.weight, std=0.005)
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> RelativeLoc:
+        """Build from a model config: ``backbone.depth``/``zero_init_residual`` and ``method_args``
+        keys ``hidden``, ``dropout``, ``bn_momentum``, ``head_weight_decay``."""
+        args = section_with_defaults(cfg.get("method_args"), METHOD_KEYS, "method_args")
+        backbone = cfg.get("backbone", {})
+        return cls(
+            depth=backbone.get("depth", 50),
+            zero_init_residual=backbone.get("zero_init_residual", False),
+            hidden=int(args["hidden"]),
+            dropout=float(args["dropout"]),
+            bn_momentum=float(args["bn_momentum"]),
+            head_weight_decay=float(args["head_weight_decay"]),
+        )
+
+    @staticmethod
+    def views(cfg: dict) -> RelativeLocPatches:
+        """The per-image transform from ``views`` keys ``resize``, ``crop``, ``grayscale_p``,
+        ``patch_size`` (reference defaults 292, 255, 0.66, 64)."""
+        views = section_with_defaults(cfg.get("views"), VIEW_KEYS, "views")
+        return RelativeLocPatches(
+            resize=int(views["resize"]),
+            crop=int(views["crop"]),
+            grayscale_p=float(views["grayscale_p"]),
+            patch_size=int(views["patch_size"]),
+        )
+
+    def embed(self, patches: torch.Tensor) -> torch.Tensor:
+        """Globally average-pooled last-stage features: ``[N, 3, P, P]`` -> ``[N, C]``."""
+        return self.backbone(patches)[0].mean(dim=(2, 3))
+
+    def logits(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Classifier scores for every (neighbour, centre) pair.
+
+        Args:
+            patches: ``[B, 9, 3, P, P]`` grid patches in row-major order.
+
+        Returns:
+            logits ``[8B, 8]`` and labels int64 ``[8B]``.
+        """
+        if patches.dim() != 5 or patches.shape[1] != GRID * GRID:
+            raise ValueError(f"expected patches [B, 9, 3, P, P], got {list(patches.shape)}")
+        b = patches.shape[0]
+        neighbours = patches[:, list(NEIGHBOURS)].flatten(0, 1)
+        neighbour_features = self.embed(neighbours).view(b, NUM_CLASSES, -1)
+        centre_features = self.embed(patches[:, CENTRE])
+        pairs, labels = make_pairs(neighbour_features, centre_features)
+        return self.head(self.neck(pairs)), labels
+
+    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cross-entropy of the 8-way relative position.
+
+        Args:
+            batch: ``[B, 9, 3, P, P]``, the collated output of :class:`RelativeLocPatches`.
+
+        Returns:
+            ``loss`` (mean cross-entropy over the ``8B`` pairs) and ``accuracy`` (top-1 % of the
+            pairs, detached).
+        """
+        logits, labels = self.logits(batch)
+        loss = F.cross_entropy(logits.float(), labels)
+        accuracy = (logits.detach().argmax(dim=1) == labels).float().mean() * 100.0
+        return {"loss": loss, "accuracy": accuracy}
+
+    def param_groups(self, cfg: dict) -> list[dict]:
+        """Backbone at ``train.optimizer.weight_decay``; neck and classifier at ``head_weight_decay``
+        (mmselfsup 0.x ``paramwise_options``: ``\\Aneck.`` and ``\\Ahead.`` -> 5e-4)."""
+        weight_decay = float(cfg["train"]["optimizer"].get("weight_decay", 0.0))
+        return [
+            {"params": list(self.backbone.parameters()), "weight_decay": weight_decay},
+            {
+                "params": list(self.neck.parameters()) + list(self.head.parameters()),
+                "weight_decay": self.head_weight_decay,
+            },
+        ]
