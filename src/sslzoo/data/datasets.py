@@ -1,0 +1,61 @@
+"""Readers for manifests (see :mod:`sslzoo.data.manifest`): what training and feature jobs load."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from sslzoo.data.manifest import read_manifest
+from sslzoo.errors import SslzooError
+
+
+def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """Open ``path`` fully as an RGB PIL image; a missing, corrupt or truncated file raises SslzooError."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise SslzooError(
+            f"{path}: cannot read image ({type(err).__name__}: {err}); replace or delete the file and rebuild "
+            "the manifest"
+        ) from err
+
+
+class ManifestDataset(Dataset):
+    """A classification manifest as a torch Dataset: ``dataset[i] -> (transform(image), label)``.
+
+    Images are opened lazily (in the DataLoader workers) and converted to RGB. ``labels`` is an
+    int64 array [N] in manifest order and ``classes`` the class names it indexes.
+    """
+
+    def __init__(
+        self, manifest_path: str | os.PathLike[str], transform: Callable[[Image.Image], Any] | None = None
+    ):
+        manifest = read_manifest(manifest_path)
+        self.manifest_path = Path(manifest_path)
+        self.dataset: str = manifest["dataset"]
+        self.split: str = manifest["split"]
+        self.root = Path(manifest["root"])
+        self.classes: list[str] = list(manifest["classes"])
+        self.samples: list[tuple[str, int]] = [(rel, int(label)) for rel, label in manifest["samples"]]
+        self.labels: np.ndarray = np.array([label for _, label in self.samples], dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def path(self, index: int) -> Path:
+        """Full path of sample ``index``."""
+        return self.root / self.samples[index][0]
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = load_rgb(self.path(index))
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.samples[index][1]

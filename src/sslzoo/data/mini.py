@@ -1,0 +1,1126 @@
+"""The embedded mini datasets, written in the layouts of the real ones.
+
+The mini workflow (config/mini.yaml) runs every model and benchmark end to end on CPU in
+minutes; these datasets are its inputs:
+
+- ``imagenet/``: ImageNet folders plus MMSelfSup list files (``meta/{train,val}.txt``,
+  lines ``<wnid>/<file>.JPEG <label>``); 10 classes, 96x96 JPEG. Each image shows one large,
+  centred object whose class is the label, and up to two small distractors of other looks.
+- ``voc/VOCdevkit/VOC2007`` (trainval + test) and ``VOC2012`` (trainval, Segmentation
+  train/val and an SBD-style ``trainaug.txt`` with ``SegmentationClassAug/``): the 20 VOC
+  classes, 1-4 objects per image, Annotations XML, ``ImageSets/Main`` class lists
+  (1 / -1 / 0 for "only difficult"), palette ``SegmentationClass`` PNGs (255 = border band and
+  difficult objects).
+- ``coco/``: ``train2017``/``val2017`` JPEGs named by 12-digit ids and
+  ``annotations/instances_{train,val}2017.json`` with 8 real COCO categories, boxes
+  ``[x, y, w, h]`` and polygon masks.
+- ``cityscapes/``: ``leftImg8bit`` street scenes and ``gtFine`` ``labelIds`` PNGs.
+
+Every object class has its own look: a shape (disk, star, heart, ...) filled with a texture cut
+from a photo scikit-image ships (``skimage.data.chelsea``, ``brick``, ``grass``, ...), tinted for
+the grey ones. Every instance varies it: size, aspect, rotation, texture crop and zoom, colour
+jitter, shading, position. Backgrounds vary too (sky/ground horizons, smooth colour fields,
+blurred photos). Boxes, masks and labels are computed from the painted pixels, so they agree.
+
+Every random choice of one image comes from ``numpy.random.default_rng([seed, stream, index])``:
+one image can be re-rendered on its own (``render_*_image``; the tests do), and the same seed
+gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from sslzoo.errors import SslzooError
+from sslzoo.io import atomic_write_bytes, write_json
+
+# --------------------------------------------------------------------------------------------
+# Classes and their looks
+# --------------------------------------------------------------------------------------------
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Look:
+    """How every instance of one class is drawn: a shape filled with a photo texture.
+
+    ``tint`` multiplies a grey source (RGB in 0..1); colour sources ignore it.
+    """
+
+    shape: str
+    source: str
+    tint: tuple[float, float, float] | None = None
+
+
+# One look per VOC class; ImageNet and COCO classes reuse them (a "tabby" looks like a VOC
+# "cat"), so features learned on the mini ImageNet transfer to the mini VOC and COCO.
+LOOKS: dict[str, Look] = {
+    "aeroplane": Look("cross", "moon", (0.75, 0.85, 1.0)),
+    "bicycle": Look("horseshoe", "gravel", (0.45, 0.45, 0.55)),
+    "bird": Look("triangle", "immunohistochemistry"),
+    "boat": Look("crescent", "coins", (1.0, 0.8, 0.45)),
+    "bottle": Look("capsule", "retina"),
+    "bus": Look("square", "text", (1.0, 0.85, 0.25)),
+    "car": Look("hexagon", "rocket"),
+    "cat": Look("heart", "chelsea"),
+    "chair": Look("ell", "brick", (0.8, 0.5, 0.3)),
+    "cow": Look("diamond", "checkerboard", (1.0, 0.95, 0.9)),
+    "diningtable": Look("tee", "coffee"),
+    "dog": Look("disk", "camera", (0.9, 0.65, 0.4)),
+    "horse": Look("arrow", "clock", (0.75, 0.5, 0.35)),
+    "motorbike": Look("star", "gravel", (1.0, 0.35, 0.3)),
+    "person": Look("capsule", "astronaut"),
+    "pottedplant": Look("star", "grass", (0.4, 0.9, 0.35)),
+    "sheep": Look("disk", "cell", (1.0, 1.0, 0.9)),
+    "sofa": Look("square", "brick", (0.6, 0.35, 0.7)),
+    "train": Look("diamond", "colorwheel"),
+    "tvmonitor": Look("horseshoe", "text", (0.4, 0.9, 1.0)),
+}
+
+# The mini ImageNet: real ImageNet-1k wnids whose objects are VOC classes, drawn with that look.
+IMAGENET_CLASSES: dict[str, str] = {
+    "n02085620": "dog",  # Chihuahua
+    "n02123045": "cat",  # tabby
+    "n02389026": "horse",  # sorrel
+    "n02403003": "cow",  # ox
+    "n02412080": "sheep",  # ram
+    "n02690373": "aeroplane",  # airliner
+    "n02917067": "train",  # bullet train
+    "n03991062": "pottedplant",  # pot, flowerpot
+    "n04285008": "car",  # sports car
+    "n04612504": "boat",  # yawl
+}
+# Distractors in ImageNet images use the other looks, so they never contradict the label.
+IMAGENET_DISTRACTORS: tuple[str, ...] = tuple(c for c in VOC_CLASSES if c not in IMAGENET_CLASSES.values())
+
+# The mini COCO: (real COCO category id, name, supercategory, look).
+COCO_CATEGORIES: tuple[tuple[int, str, str, str], ...] = (
+    (1, "person", "person", "person"),
+    (2, "bicycle", "vehicle", "bicycle"),
+    (3, "car", "vehicle", "car"),
+    (16, "bird", "animal", "bird"),
+    (17, "cat", "animal", "cat"),
+    (18, "dog", "animal", "dog"),
+    (44, "bottle", "kitchen", "bottle"),
+    (62, "chair", "furniture", "chair"),
+)
+
+# Cityscapes labelIds drawn by the street-scene painter (cityscapesScripts, labels.py).
+CITYSCAPES_LABEL_IDS: dict[str, int] = {
+    "ego vehicle": 1,
+    "road": 7,
+    "sidewalk": 8,
+    "building": 11,
+    "pole": 17,
+    "traffic sign": 20,
+    "vegetation": 21,
+    "terrain": 22,
+    "sky": 23,
+    "person": 24,
+    "car": 26,
+}
+CITYSCAPES_CITIES: dict[str, tuple[str, ...]] = {
+    "train": ("aachen", "bremen"),
+    "val": ("frankfurt", "lindau"),
+}
+
+
+@dataclass(frozen=True)
+class MiniSizes:
+    """How many images each mini dataset holds (the defaults are the mini zoo's)."""
+
+    imagenet_train_per_class: int = 60
+    imagenet_val_per_class: int = 20
+    voc2007_trainval: int = 150
+    voc2007_test: int = 150
+    voc2012_seg_train: int = 50
+    voc2012_seg_val: int = 50
+    voc2012_det_only: int = 50  # in VOC2012 Main and in trainaug (SBD), not in Segmentation lists
+    coco_train: int = 120
+    coco_val: int = 40
+    cityscapes_train_per_city: int = 8
+    cityscapes_val_per_city: int = 4
+
+
+# Random streams: one per (dataset, split); an image's generator is rng([seed, stream, index]).
+_STREAMS: dict[str, int] = {
+    "imagenet_train": 1,
+    "imagenet_val": 2,
+    "voc2007": 3,
+    "voc2012": 4,
+    "coco_train2017": 5,
+    "coco_val2017": 6,
+    "coco_ids": 7,
+    "cityscapes_train": 8,
+    "cityscapes_val": 9,
+}
+
+
+def _rng(seed: int, stream: str, *index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _STREAMS[stream], *index])
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes: polygons in unit coordinates (radius about 1, y down), drawn filled (1) or cut (0)
+# --------------------------------------------------------------------------------------------
+
+
+def _circle(n: int = 48, r: float = 1.0, cx: float = 0.0, cy: float = 0.0, phase: float = 0.0) -> np.ndarray:
+    t = np.linspace(0.0, 2 * np.pi, n, endpoint=False) + phase
+    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
+
+
+def _star(points: int, outer: float, inner: float) -> np.ndarray:
+    t = np.arange(2 * points) * np.pi / points - np.pi / 2
+    r = np.where(np.arange(2 * points) % 2 == 0, outer, inner)
+    return np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
+
+
+def _heart(n: int = 48) -> np.ndarray:
+    t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+    return np.stack([x, y + 2.5], axis=1) / 16.5
+
+
+def _horseshoe(gap_deg: float = 80.0, r_in: float = 0.55, n: int = 40) -> np.ndarray:
+    half = np.deg2rad(gap_deg) / 2
+    t = np.linspace(np.pi / 2 + half, np.pi / 2 + 2 * np.pi - half, n)  # gap at the bottom
+    outer = np.stack([np.cos(t), np.sin(t)], axis=1)
+    return np.concatenate([outer, r_in * outer[::-1]])
+
+
+def _stadium(half_width: float = 0.42, half_height: float = 0.55, n: int = 16) -> np.ndarray:
+    top = np.linspace(np.pi, 2 * np.pi, n)
+    bottom = np.linspace(0.0, np.pi, n)
+    upper = np.stack([half_width * np.cos(top), -half_height + half_width * np.sin(top)], axis=1)
+    lower = np.stack([half_width * np.cos(bottom), half_height + half_width * np.sin(bottom)], axis=1)
+    return np.concatenate([upper, lower])
+
+
+def _rect(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+
+
+SHAPES: dict[str, list[tuple[np.ndarray, int]]] = {
+    "disk": [(_circle(), 1)],
+    "square": [(_rect(-0.8, -0.8, 0.8, 0.8), 1)],
+    "triangle": [(np.array([[0.0, -1.0], [0.95, 0.75], [-0.95, 0.75]]), 1)],
+    "star": [(_star(5, 1.0, 0.45), 1)],
+    "horseshoe": [(_horseshoe(), 1)],
+    "cross": [(_rect(-1, -0.2, 1, 0.2), 1), (_rect(-0.2, -1, 0.2, 1), 1)],
+    "hexagon": [(_circle(6, phase=np.pi / 6), 1)],
+    "crescent": [(_circle(), 1), (_circle(r=0.85, cx=0.5, cy=-0.15), 0)],
+    "heart": [(_heart(), 1)],
+    "diamond": [(np.array([[0.0, -1.0], [0.65, 0.0], [0.0, 1.0], [-0.65, 0.0]]), 1)],
+    "arrow": [(np.array([[0, -1], [0.8, -0.2], [-0.8, -0.2]]), 1), (_rect(-0.3, -0.2, 0.3, 1), 1)],
+    "capsule": [(_stadium(), 1)],
+    "ell": [(_rect(-0.7, -1, -0.15, 1), 1), (_rect(-0.7, 0.45, 0.75, 1), 1)],
+    "tee": [(_rect(-0.9, -1, 0.9, -0.45), 1), (_rect(-0.25, -0.45, 0.25, 1), 1)],
+}
+_SHAPE_EXTENT = 1.7  # max |point| of a shape after aspect jitter (1.35 x e^0.2), in radii
+
+
+def _draw_polygons(canvas: np.ndarray, ops: list[tuple[np.ndarray, int]], affine: np.ndarray) -> None:
+    """Fill ``ops`` (unit polygons, value) into ``canvas`` [H, W] uint8 after ``affine`` [2, 3]."""
+    for poly, value in ops:
+        pts = poly @ affine[:, :2].T + affine[:, 2]
+        cv2.fillPoly(canvas, [np.round(pts * 16).astype(np.int32)], int(value), lineType=cv2.LINE_8, shift=4)
+
+
+# --------------------------------------------------------------------------------------------
+# Photo sources
+# --------------------------------------------------------------------------------------------
+
+# source name -> (skimage.data function, region to sample (y0, y1, x0, x1) as fractions)
+_SOURCES: dict[str, tuple[str, tuple[float, float, float, float]]] = {
+    "astronaut": ("astronaut", (0.0, 1.0, 0.0, 1.0)),
+    "coffee": ("coffee", (0.05, 0.95, 0.1, 0.9)),
+    "chelsea": ("chelsea", (0.05, 0.95, 0.15, 0.85)),
+    "rocket": ("rocket", (0.0, 1.0, 0.3, 0.7)),
+    "immunohistochemistry": ("immunohistochemistry", (0.0, 1.0, 0.0, 1.0)),
+    "retina": ("retina", (0.25, 0.75, 0.25, 0.75)),
+    "colorwheel": ("colorwheel", (0.15, 0.85, 0.15, 0.85)),
+    "brick": ("brick", (0.0, 1.0, 0.0, 1.0)),
+    "grass": ("grass", (0.0, 1.0, 0.0, 1.0)),
+    "gravel": ("gravel", (0.0, 1.0, 0.0, 1.0)),
+    "camera": ("camera", (0.0, 1.0, 0.0, 1.0)),
+    "coins": ("coins", (0.0, 1.0, 0.0, 1.0)),
+    "moon": ("moon", (0.0, 1.0, 0.0, 1.0)),
+    "text": ("text", (0.0, 1.0, 0.0, 1.0)),
+    "checkerboard": ("checkerboard", (0.0, 1.0, 0.0, 1.0)),
+    "clock": ("clock", (0.0, 1.0, 0.0, 1.0)),
+    "cell": ("cell", (0.0, 1.0, 0.0, 1.0)),
+}
+_SOURCE_MAX_SIDE = 256  # sources are shrunk once so that textures are not aliased
+
+
+@functools.cache
+def _source(name: str) -> np.ndarray:
+    """The photo behind ``name`` as float32 [H, W, 3] in 0..1 (grey photos repeated)."""
+    import skimage.data
+
+    func, _ = _SOURCES[name]
+    try:
+        img = np.asarray(getattr(skimage.data, func)())
+    except Exception as err:  # a scikit-image build without this photo
+        raise SslzooError(
+            f"skimage.data.{func}() failed ({err}); the mini datasets need scikit-image's bundled "
+            "photos: reinstall scikit-image from its wheel"
+        ) from err
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    img = img[:, :, :3].astype(np.float32) / 255.0
+    scale = _SOURCE_MAX_SIDE / max(img.shape[:2])
+    if scale < 1:
+        size = (round(img.shape[1] * scale), round(img.shape[0] * scale))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(img)
+
+
+@functools.cache
+def _is_grey(name: str) -> bool:
+    img = _source(name)
+    return bool(
+        np.abs(img[:, :, 0] - img[:, :, 1]).max() == 0 and np.abs(img[:, :, 0] - img[:, :, 2]).max() == 0
+    )
+
+
+def _texture(
+    rng: np.random.Generator,
+    look: Look,
+    size: tuple[int, int],
+    centre: tuple[float, float],
+    radius: float,
+    theta: float,
+) -> np.ndarray:
+    """A [H, W, 3] float32 layer of ``look``'s photo, mapped onto an object at ``centre``.
+
+    A random window of the photo (35-70% of its sampling region) covers the object's diameter,
+    rotated with the object, so the texture scale follows the object's size.
+    """
+    src = _source(look.source)
+    sh, sw = src.shape[:2]
+    y0, y1, x0, x1 = _SOURCES[look.source][1]
+    ry0, ry1, rx0, rx1 = y0 * sh, y1 * sh, x0 * sw, x1 * sw
+    span = rng.uniform(0.35, 0.7) * min(ry1 - ry0, rx1 - rx0)
+    half = span / 2
+    scy = rng.uniform(ry0 + half, max(ry0 + half, ry1 - half) + 1e-6)
+    scx = rng.uniform(rx0 + half, max(rx0 + half, rx1 - half) + 1e-6)
+    k = span / (2 * radius)  # source pixels per image pixel
+    c, s = np.cos(theta), np.sin(theta)
+    lin = k * np.array([[c, -s], [s, c]])
+    offset = np.array([scx, scy]) - lin @ np.asarray(centre)
+    warp = np.hstack([lin, offset[:, None]]).astype(np.float64)
+    h, w = size
+    layer = cv2.warpAffine(
+        src, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101
+    )
+    if look.tint is not None and _is_grey(look.source):
+        layer = layer * np.asarray(look.tint, dtype=np.float32)
+    return layer
+
+
+def _jitter_colours(rng: np.random.Generator, pix: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    """Brightness, contrast, saturation and hue jitter of ``pix`` [N, 3] (0..1)."""
+    hue = np.deg2rad(rng.uniform(-20, 20) * strength)
+    axis = np.ones(3) / np.sqrt(3)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rot = np.eye(3) + np.sin(hue) * cross + (1 - np.cos(hue)) * (cross @ cross)  # about the grey axis
+    pix = pix @ rot.T.astype(np.float32)
+    grey = pix.mean(axis=1, keepdims=True)
+    pix = grey + rng.uniform(1 - 0.3 * strength, 1 + 0.3 * strength) * (pix - grey)
+    mean = pix.mean(axis=0, keepdims=True)
+    pix = mean + rng.uniform(1 - 0.25 * strength, 1 + 0.25 * strength) * (pix - mean)
+    return pix * rng.uniform(1 - 0.2 * strength, 1 + 0.2 * strength)
+
+
+# --------------------------------------------------------------------------------------------
+# Backgrounds
+# --------------------------------------------------------------------------------------------
+
+
+def _smooth_field(rng: np.random.Generator, size: tuple[int, int], cells: int, channels: int) -> np.ndarray:
+    """Low-frequency noise [H, W, channels] in about -1..1 (a bicubic-upsampled random grid)."""
+    h, w = size
+    grid = rng.uniform(-1, 1, size=(cells, cells, channels)).astype(np.float32)
+    field = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+    return field.reshape(h, w, channels)
+
+
+def _background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """A varied background [H, W, 3] float32: a tilted two-colour gradient, a smooth colour field
+    or a blurred, faded photo.
+
+    None of them has an "up": rotation prediction has to look at the objects (whose classes
+    are drawn upright, +-25 degrees) instead of learning where the sky is.
+    """
+    h, w = size
+    kind = rng.choice(3, p=[0.35, 0.35, 0.3])
+    if kind == 0:  # two colours blended along a random direction
+        angle = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        t = ((xx - w / 2) * np.cos(angle) + (yy - h / 2) * np.sin(angle)) / (0.5 * max(h, w))
+        t = np.clip(0.5 + 0.5 * t * rng.uniform(0.7, 1.5), 0, 1)[:, :, None]
+        first, second = rng.uniform(0.15, 0.85, size=3), rng.uniform(0.15, 0.85, size=3)
+        img = first * (1 - t) + second * t + 0.08 * _smooth_field(rng, size, 6, 3)
+    elif kind == 1:  # smooth colour field
+        base = rng.uniform(0.2, 0.8, size=3)
+        img = base + rng.uniform(0.1, 0.3) * _smooth_field(rng, size, int(rng.integers(2, 5)), 3)
+    else:  # a strongly blurred, faded photo at any angle
+        name = _BACKGROUND_SOURCES[int(rng.integers(len(_BACKGROUND_SOURCES)))]
+        look = Look("disk", name, tuple(rng.uniform(0.4, 1.0, size=3)))
+        radius = min(h, w) * rng.uniform(0.5, 1.0)
+        layer = _texture(rng, look, size, (w / 2, h / 2), radius, rng.uniform(0, 2 * np.pi))
+        layer = cv2.GaussianBlur(layer, (0, 0), 0.05 * min(h, w))
+        img = 0.5 * layer + 0.5 * layer.mean(axis=(0, 1), keepdims=True) + 0.1
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+# Photos whose blurred colours make backgrounds (not the boldest class textures).
+_BACKGROUND_SOURCES = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "grass",
+    "gravel",
+    "camera",
+    "moon",
+    "brick",
+)
+
+
+def _finish(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
+    """Add mild sensor noise and quantise to uint8 [H, W, 3]."""
+    noisy = canvas * 255.0 + rng.normal(0.0, 3.0, size=canvas.shape).astype(np.float32)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# Objects: placement (so annotations stay meaningful) and painting
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Instance:
+    """One annotated object of a rendered scene."""
+
+    name: str  # class name (VOC class, COCO category or ImageNet look)
+    mask: np.ndarray  # bool [H, W]: the visible pixels, after occlusion
+    full_area: int  # pixels of the whole shape, inside the image or not, occluded or not
+    inside_area: int  # pixels of the whole shape inside the image
+
+    @property
+    def visible_fraction(self) -> float:
+        return float(self.mask.sum()) / max(self.full_area, 1)
+
+    @property
+    def truncated(self) -> bool:
+        return self.inside_area < self.full_area
+
+    def box(self) -> tuple[int, int, int, int]:
+        """Tight box of the visible pixels: (x0, y0, x1, y1), inclusive pixel indices."""
+        ys, xs = np.nonzero(self.mask)
+        return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+@dataclass
+class Scene:
+    """A rendered image with its objects (painting order: later objects lie on top)."""
+
+    image: np.ndarray  # uint8 [H, W, 3] RGB
+    instances: list[Instance] = field(default_factory=list)
+    label_map: np.ndarray | None = None  # uint8 [H, W] (Cityscapes labelIds)
+
+
+@dataclass
+class _Shape:
+    name: str
+    look: Look
+    centre: tuple[float, float]
+    radius: float
+    theta: float
+    mask: np.ndarray  # bool [H, W], the whole shape inside the image
+    full_area: int
+
+
+def _sample_shape(
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    name: str,
+    radius_frac: tuple[float, float],
+    centre_box: tuple[float, float, float, float],
+    max_rotation_deg: float,
+) -> _Shape:
+    """Draw ``name``'s shape with random radius, aspect, rotation and centre (box in fractions)."""
+    h, w = size
+    look = LOOKS[name]
+    radius = rng.uniform(*radius_frac) * min(h, w)
+    aspect = float(np.exp(rng.uniform(-0.2, 0.2)))
+    theta = np.deg2rad(rng.uniform(-max_rotation_deg, max_rotation_deg))
+    cx = rng.uniform(centre_box[0], centre_box[2]) * w
+    cy = rng.uniform(centre_box[1], centre_box[3]) * h
+    pad = int(np.ceil(radius * _SHAPE_EXTENT)) + 2
+    c, s = np.cos(theta), np.sin(theta)
+    lin = np.array([[c, -s], [s, c]]) @ np.diag([aspect, 1 / aspect]) * radius
+    affine = np.hstack([lin, np.array([[cx + pad], [cy + pad]])])
+    canvas = np.zeros((h + 2 * pad, w + 2 * pad), np.uint8)
+    _draw_polygons(canvas, SHAPES[look.shape], affine)
+    full = canvas.astype(bool)
+    return _Shape(
+        name, look, (cx, cy), radius, theta, full[pad : pad + h, pad : pad + w].copy(), int(full.sum())
+    )
+
+
+def _visible_ok(visible: np.ndarray, full_area: int, min_fraction: float, min_area: int) -> bool:
+    """A visible region worth annotating: large enough, at most two parts, each with a body that
+    survives a 3x3 erosion (no slivers, which the VOC border band would void entirely), and no
+    holes (COCO polygons cannot hold them)."""
+    area = int(visible.sum())
+    if area < min_area or area < min_fraction * full_area:
+        return False
+    mask = visible.astype(np.uint8)
+    count, components = cv2.connectedComponents(mask, connectivity=8)
+    if count > 3:
+        return False
+    core = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
+    if np.bincount(components[core], minlength=count)[1:].min() < 8:
+        return False
+    _, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    return hierarchy is None or bool((hierarchy[0][:, 3] < 0).all())
+
+
+def _visible_masks(shapes: list[_Shape]) -> list[np.ndarray]:
+    """Visible part of each shape: its mask minus every shape painted after it."""
+    out: list[np.ndarray] = []
+    cover = np.zeros_like(shapes[0].mask) if shapes else None
+    for shape in reversed(shapes):
+        out.append(shape.mask & ~cover)
+        cover = cover | shape.mask
+    return out[::-1]
+
+
+def _place(
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    requests: list[tuple[str, tuple[float, float], tuple[float, float, float, float]]],
+    min_fraction: float,
+    min_area: int,
+    max_rotation_deg: float = 25.0,
+    tries: int = 25,
+) -> list[_Shape]:
+    """Place the requested objects (name, radius range, centre box) one after the other.
+
+    A placement is kept when every object placed so far stays annotatable (``_visible_ok``);
+    an object with no such placement in ``tries`` draws is left out.
+    """
+    placed: list[_Shape] = []
+    for name, radius_frac, centre_box in requests:
+        for _ in range(tries):
+            shape = _sample_shape(rng, size, name, radius_frac, centre_box, max_rotation_deg)
+            trial = [*placed, shape]
+            visible = _visible_masks(trial)
+            if all(
+                _visible_ok(v, s.full_area, min_fraction, min_area)
+                for v, s in zip(visible, trial, strict=True)
+            ):
+                placed.append(shape)
+                break
+    return placed
+
+
+def _paint(rng: np.random.Generator, canvas: np.ndarray, shapes: list[_Shape]) -> None:
+    """Paint ``shapes`` in order onto ``canvas`` [H, W, 3] float32: texture, jitter, shading, outline."""
+    h, w = canvas.shape[:2]
+    kernel = np.ones((3, 3), np.uint8)
+    for shape in shapes:
+        mask = shape.mask
+        if not mask.any():
+            continue
+        layer = _texture(rng, shape.look, (h, w), shape.centre, shape.radius, shape.theta)
+        pix = _jitter_colours(rng, layer[mask])
+        ys, xs = np.nonzero(mask)
+        direction = rng.normal(size=2)
+        direction /= np.linalg.norm(direction) + 1e-9
+        along = ((xs - shape.centre[0]) * direction[0] + (ys - shape.centre[1]) * direction[1]) / shape.radius
+        pix = pix * (1 + rng.uniform(0.05, 0.25) * along)[:, None].astype(np.float32)
+        canvas[mask] = pix
+        edge = mask & ~cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
+        canvas[edge] *= 0.55
+
+
+def _instances(shapes: list[_Shape]) -> list[Instance]:
+    visible = _visible_masks(shapes)
+    return [
+        Instance(s.name, v, s.full_area, int(s.mask.sum()))
+        for s, v in zip(shapes, visible, strict=True)
+        if v.any()
+    ]
+
+
+def _random_size(rng: np.random.Generator, long_side: int, short_range: tuple[int, int]) -> tuple[int, int]:
+    """(H, W): long side fixed, short side random, landscape three times in four."""
+    short = int(rng.integers(short_range[0], short_range[1] + 1))
+    return (short, long_side) if rng.random() < 0.75 else (long_side, short)
+
+
+# --------------------------------------------------------------------------------------------
+# Scenes of each dataset
+# --------------------------------------------------------------------------------------------
+
+IMAGENET_SIZE = 96
+
+
+def render_imagenet_image(seed: int, split: str, class_index: int, index: int) -> Scene:
+    """Image ``index`` of class ``class_index`` (sorted wnids) of the mini ImageNet ``split``.
+
+    Instances: distractors first, the labelled object last (on top, largest, near the centre).
+    """
+    rng = _rng(seed, f"imagenet_{split}", class_index, index)
+    size = (IMAGENET_SIZE, IMAGENET_SIZE)
+    wnid = sorted(IMAGENET_CLASSES)[class_index]
+    canvas = _background(rng, size)
+    n_distractors = int(rng.choice(3, p=[0.3, 0.4, 0.3]))
+    shapes = [
+        _sample_shape(
+            rng,
+            size,
+            IMAGENET_DISTRACTORS[int(rng.integers(len(IMAGENET_DISTRACTORS)))],
+            (0.1, 0.16),
+            (0.1, 0.1, 0.9, 0.9),
+            25.0,
+        )
+        for _ in range(n_distractors)
+    ]
+    shapes.append(_sample_shape(rng, size, IMAGENET_CLASSES[wnid], (0.3, 0.4), (0.4, 0.4, 0.6, 0.6), 25.0))
+    _paint(rng, canvas, shapes)
+    return Scene(_finish(rng, canvas), _instances(shapes))
+
+
+def _object_scene(
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    names: list[str],
+    first_radius: tuple[float, float],
+    other_radius: tuple[float, float],
+) -> Scene:
+    """A detection/segmentation scene: ``names`` placed so every object stays annotatable."""
+    canvas = _background(rng, size)
+    requests = [
+        (name, first_radius if i == 0 else other_radius, (0.05, 0.05, 0.95, 0.95))
+        for i, name in enumerate(names)
+    ]
+    shapes = _place(rng, size, requests, min_fraction=0.4, min_area=40)
+    _paint(rng, canvas, shapes)
+    return Scene(_finish(rng, canvas), _instances(shapes))
+
+
+def render_voc_image(seed: int, year: str, index: int) -> Scene:
+    """Image ``index`` (0-based, over all splits of that year) of the mini VOC ``year``."""
+    rng = _rng(seed, f"voc{year}", index)
+    size = _random_size(rng, 128, (88, 128))
+    count = int(rng.choice([1, 2, 3, 4], p=[0.2, 0.35, 0.3, 0.15]))
+    names = [VOC_CLASSES[index % len(VOC_CLASSES)]]  # every class leads in 1/20 of the images
+    names += [VOC_CLASSES[int(i)] for i in rng.integers(len(VOC_CLASSES), size=count - 1)]
+    return _object_scene(rng, size, names, (0.16, 0.34), (0.1, 0.28))
+
+
+def render_coco_image(seed: int, split: str, index: int) -> Scene:
+    """Image ``index`` (row in the annotation file) of the mini COCO ``split`` (train2017/val2017)."""
+    rng = _rng(seed, f"coco_{split}", index)
+    size = _random_size(rng, int(rng.choice([128, 144, 160])), (96, 128))
+    count = int(rng.integers(2, 7))
+    looks = [c[3] for c in COCO_CATEGORIES]
+    names = [looks[int(i)] for i in rng.integers(len(looks), size=count)]
+    return _object_scene(rng, size, names, (0.12, 0.28), (0.08, 0.22))
+
+
+CITYSCAPES_SIZE = (128, 256)  # (H, W)
+
+
+def _region_texture(
+    rng: np.random.Generator,
+    source: str,
+    tint: tuple[float, float, float],
+    size: tuple[int, int],
+    zoom: float,
+) -> np.ndarray:
+    """A texture layer over the whole image (no rotation), ``zoom`` source pixels per image pixel."""
+    h, w = size
+    radius = _SOURCE_MAX_SIDE * 0.3 / zoom
+    return _texture(rng, Look("disk", source, tint), size, (w / 2, h / 2), radius, 0.0)
+
+
+def render_cityscapes_image(seed: int, split: str, index: int) -> Scene:
+    """Street scene ``index`` of the mini Cityscapes ``split``: image and labelIds map.
+
+    Layout: sky, building facades left and right, sidewalk, a road in perspective towards a
+    vanishing point, trees, poles with signs, cars on the road, people on the sidewalk, and
+    the ego vehicle's hood along the bottom edge. Nearer things are painted later.
+    """
+    rng = _rng(seed, f"cityscapes_{split}", index)
+    h, w = CITYSCAPES_SIZE
+    ids = CITYSCAPES_LABEL_IDS
+    canvas = np.zeros((h, w, 3), np.float32)
+    labels = np.zeros((h, w), np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+
+    def fill(mask: np.ndarray, colour: np.ndarray, label: str) -> None:
+        canvas[mask] = colour[mask] if colour.ndim == 3 else colour
+        labels[mask] = ids[label]
+
+    horizon = int(rng.uniform(0.38, 0.5) * h)
+    vx = rng.uniform(0.4, 0.6) * w
+    # sky
+    top, low = (
+        rng.uniform([0.3, 0.45, 0.7], [0.55, 0.7, 0.95]),
+        rng.uniform([0.7, 0.8, 0.85], [0.9, 0.95, 1.0]),
+    )
+    t = np.clip(yy / max(horizon, 1), 0, 1)[:, :, None]
+    fill(yy < horizon + 2, top * (1 - t) + low * t, "sky")
+    # ground: sidewalk everywhere below the horizon, then terrain strips and the road
+    paving = _region_texture(rng, "brick", tuple(rng.uniform(0.65, 0.85, 3)), (h, w), 3.0)
+    fill(yy >= horizon, 0.35 + 0.5 * paving, "sidewalk")
+    # facades on both sides of the vanishing point
+    for side in (-1, 1):
+        x_edge = vx + side * rng.uniform(12, 35)
+        x = 0.0 if side < 0 else x_edge
+        end = x_edge if side < 0 else float(w)
+        while x < end:
+            width = rng.uniform(25, 70)
+            top_y = rng.uniform(0.02, 0.3) * h
+            facade = (xx >= x) & (xx < min(x + width, end)) & (yy >= top_y) & (yy < horizon + 3)
+            tint = tuple(rng.uniform(0.45, 1.0, 3))
+            layer = _region_texture(rng, "brick", tint, (h, w), rng.uniform(1.5, 3.0))
+            windows = ((yy - top_y) % 12 < 5) & ((xx - x) % 10 < 5) & (yy < horizon - 4)
+            layer = np.where(windows[:, :, None], layer * 0.35, layer)
+            fill(facade, layer, "building")
+            x += width
+    # road: a trapezoid from the vanishing point to the bottom edge, with lane dashes
+    left_b, right_b = rng.uniform(-0.25, 0.12) * w, rng.uniform(0.88, 1.25) * w
+    depth = np.clip((yy - horizon) / (h - horizon), 0, 1)
+    road_l, road_r = vx - 3 + (left_b - vx + 3) * depth, vx + 3 + (right_b - vx - 3) * depth
+    road = (yy >= horizon) & (xx >= road_l) & (xx <= road_r)
+    if rng.random() < 0.6:  # a terrain strip along one kerb, beyond a narrow sidewalk
+        band = (4 + 30 * depth) * rng.uniform(0.6, 1.0)
+        kerb = road_l - (2 + 8 * depth) if rng.random() < 0.5 else road_r + (2 + 8 * depth)
+        strip = (yy >= horizon) & (np.abs(xx - kerb) <= band) & ~road
+        grass = _region_texture(rng, "grass", (0.75, 0.8, 0.4), (h, w), 2.0)
+        fill(strip, grass, "terrain")
+    asphalt = _region_texture(rng, "gravel", tuple(rng.uniform(0.35, 0.5, 3)), (h, w), 4.0)
+    lane = (np.abs(xx - (road_l + road_r) / 2) < 0.5 + 2 * depth) & ((yy - horizon) % 14 < 7)
+    fill(road, np.where(lane[:, :, None], 0.9, asphalt), "road")
+
+    # things, far to near
+    things: list[tuple[float, str]] = []
+    things += [(rng.uniform(horizon + 6, h - 12), "car") for _ in range(int(rng.integers(1, 5)))]
+    things += [(rng.uniform(horizon + 4, h - 10), "person") for _ in range(int(rng.integers(1, 5)))]
+    things += [(rng.uniform(horizon + 3, h - 20), "tree") for _ in range(int(rng.integers(0, 4)))]
+    things += [(rng.uniform(horizon + 3, h - 20), "pole") for _ in range(int(rng.integers(1, 4)))]
+    for base, kind in sorted(things):
+        scale = 0.15 + 0.85 * (base - horizon) / (h - horizon)
+        d = (base - horizon) / (h - horizon)
+        lo, hi = vx - 3 + (left_b - vx + 3) * d, vx + 3 + (right_b - vx - 3) * d
+        if kind == "car":
+            cw = scale * rng.uniform(60, 80)
+            cx = rng.uniform(lo + cw / 2, max(lo + cw / 2, hi - cw / 2) + 1e-6)
+            ch = 0.5 * cw
+            body = (np.abs(xx - cx) <= cw / 2) & (yy <= base - 0.12 * ch) & (yy >= base - 0.6 * ch)
+            cabin_half = cw * (0.3 - 0.12 * np.clip((base - 0.6 * ch - yy) / (0.4 * ch), 0, 1))
+            cabin = (np.abs(xx - cx) <= cabin_half) & (yy < base - 0.6 * ch) & (yy >= base - ch)
+            wheels = np.zeros((h, w), bool)
+            for wx in (cx - 0.3 * cw, cx + 0.3 * cw):
+                wheels |= (xx - wx) ** 2 + (yy - (base - 0.12 * ch)) ** 2 <= (0.12 * cw) ** 2
+            paint = rng.uniform(0.1, 0.95, 3)
+            shade = 1.0 - 0.3 * np.clip((yy - (base - ch)) / ch, 0, 1)[:, :, None]
+            colour = paint * shade
+            colour = np.where(
+                (cabin & (yy > base - 0.92 * ch))[:, :, None], np.array([0.2, 0.25, 0.3]), colour
+            )
+            colour = np.where(wheels[:, :, None], 0.05, colour)
+            fill(body | cabin | wheels, colour, "car")
+        elif kind == "person":
+            side = rng.choice([-1, 1])
+            px = (lo - rng.uniform(4, 20) * scale) if side < 0 else (hi + rng.uniform(4, 20) * scale)
+            ph = scale * rng.uniform(45, 60)
+            head = (xx - px) ** 2 + (yy - (base - 0.88 * ph)) ** 2 <= (0.1 * ph) ** 2
+            torso = (np.abs(xx - px) <= 0.14 * ph) & (yy >= base - 0.78 * ph) & (yy <= base - 0.42 * ph)
+            legs = (
+                (np.abs(np.abs(xx - px) - 0.06 * ph) <= 0.045 * ph) & (yy > base - 0.45 * ph) & (yy <= base)
+            )
+            shirt, trousers = rng.uniform(0.1, 0.95, 3), rng.uniform(0.05, 0.4, 3)
+            colour = np.where(torso[:, :, None], shirt, trousers)
+            colour = np.where(head[:, :, None], np.array([0.85, 0.65, 0.5]) * rng.uniform(0.6, 1.1), colour)
+            fill(head | torso | legs, colour, "person")
+        elif kind == "tree":
+            side = rng.choice([-1, 1])
+            tx = (lo - rng.uniform(8, 30) * scale) if side < 0 else (hi + rng.uniform(8, 30) * scale)
+            th = scale * rng.uniform(70, 100)
+            trunk = (np.abs(xx - tx) <= max(1.0, 0.04 * th)) & (yy <= base) & (yy >= base - 0.6 * th)
+            crown = np.zeros((h, w), bool)
+            for _ in range(int(rng.integers(3, 6))):
+                ox, oy = rng.uniform(-0.2, 0.2) * th, rng.uniform(-0.95, -0.55) * th
+                crown |= (xx - tx - ox) ** 2 + (yy - base - oy) ** 2 <= (rng.uniform(0.15, 0.25) * th) ** 2
+            leaves = _region_texture(rng, "grass", (0.35, 0.75, 0.3), (h, w), 2.5)
+            colour = np.where(trunk[:, :, None], np.array([0.35, 0.25, 0.15]), leaves)
+            fill(trunk | crown, colour, "vegetation")
+        else:  # a pole, with a sign on top
+            side = rng.choice([-1, 1])
+            px = (lo - rng.uniform(2, 10) * scale) if side < 0 else (hi + rng.uniform(2, 10) * scale)
+            ph = scale * rng.uniform(70, 100)
+            pole = (np.abs(xx - px) <= max(0.6, 0.012 * ph)) & (yy <= base) & (yy >= base - ph)
+            fill(pole, np.array([0.5, 0.5, 0.52]) * rng.uniform(0.7, 1.2), "pole")
+            size = max(2.0, 0.08 * ph)
+            sign = (np.abs(xx - px) <= size) & (np.abs(yy - (base - ph)) <= size)
+            colour = np.array([[0.85, 0.1, 0.1], [0.1, 0.3, 0.85], [0.95, 0.8, 0.1]])[int(rng.integers(3))]
+            fill(sign, colour * np.ones((h, w, 1)), "traffic sign")
+    hood = yy >= h - int(rng.integers(5, 10))
+    fill(hood, np.array([0.12, 0.12, 0.14]) * (1 + 0.3 * (xx / w)[:, :, None]), "ego vehicle")
+    return Scene(_finish(rng, np.clip(canvas, 0, 1)), [], labels)
+
+
+# --------------------------------------------------------------------------------------------
+# File writers
+# --------------------------------------------------------------------------------------------
+
+
+def _save_jpeg(path: Path, image: np.ndarray, quality: int = 90) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, format="JPEG", quality=quality)
+
+
+def _save_png(path: Path, image: Image.Image) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG")
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def _write_imagenet(root: Path, seed: int, sizes: MiniSizes) -> dict:
+    """``root/imagenet/{train,val}/<wnid>/*.JPEG`` and the MMSelfSup lists ``root/imagenet/meta``."""
+    wnids = sorted(IMAGENET_CLASSES)
+    counts = {}
+    for split, per_class in (
+        ("train", sizes.imagenet_train_per_class),
+        ("val", sizes.imagenet_val_per_class),
+    ):
+        lines = []
+        for label, wnid in enumerate(wnids):
+            for i in range(per_class):
+                if split == "train":
+                    name = f"{wnid}_{i + 1}.JPEG"
+                else:  # ImageNet val numbering, classes interleaved
+                    name = f"ILSVRC2012_val_{i * len(wnids) + label + 1:08d}.JPEG"
+                scene = render_imagenet_image(seed, split, label, i)
+                _save_jpeg(root / "imagenet" / split / wnid / name, scene.image)
+                lines.append(f"{wnid}/{name} {label}")
+        _write_lines(root / "imagenet" / "meta" / f"{split}.txt", sorted(lines))
+        counts[split] = len(lines)
+    return {"classes": wnids, "images": counts, "size": IMAGENET_SIZE}
+
+
+def voc_palette() -> list[int]:
+    """The Pascal VOC colour map (768 values) used by SegmentationClass PNGs."""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+VOC_BORDER = 255  # void label: object borders and difficult objects
+
+
+def voc_is_difficult(instance: Instance) -> bool:
+    """Hard to see: under 55% of the shape visible, or a visible box side under 8 pixels."""
+    x0, y0, x1, y1 = instance.box()
+    return instance.visible_fraction < 0.55 or min(x1 - x0 + 1, y1 - y0 + 1) < 8
+
+
+def _voc_label_maps(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    """(SegmentationClass map with the 255 border band and void difficult objects, plain class map)."""
+    h, w = scene.image.shape[:2]
+    plain = np.zeros((h, w), np.uint8)
+    instance_ids = np.zeros((h, w), np.int32)
+    void = np.zeros((h, w), bool)
+    for k, inst in enumerate(scene.instances, start=1):
+        plain[inst.mask] = VOC_CLASSES.index(inst.name) + 1
+        instance_ids[inst.mask] = k
+        if voc_is_difficult(inst):
+            void |= inst.mask
+    kernel = np.ones((3, 3), np.uint8)
+    ids_f = instance_ids.astype(np.float32)
+    border = cv2.dilate(ids_f, kernel) != cv2.erode(ids_f, kernel)  # both sides of every outline
+    official = plain.copy()
+    official[border | void] = VOC_BORDER
+    return official, plain
+
+
+def _voc_xml(folder: str, image_id: str, scene: Scene, segmented: bool) -> bytes:
+    h, w = scene.image.shape[:2]
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = folder
+    ET.SubElement(root, "filename").text = f"{image_id}.jpg"
+    source = ET.SubElement(root, "source")
+    ET.SubElement(source, "database").text = "sslzoo mini VOC"
+    size = ET.SubElement(root, "size")
+    for key, value in (("width", w), ("height", h), ("depth", 3)):
+        ET.SubElement(size, key).text = str(value)
+    ET.SubElement(root, "segmented").text = "1" if segmented else "0"
+    for inst in scene.instances:
+        obj = ET.SubElement(root, "object")
+        ET.SubElement(obj, "name").text = inst.name
+        ET.SubElement(obj, "pose").text = "Unspecified"
+        ET.SubElement(obj, "truncated").text = "1" if inst.truncated else "0"
+        ET.SubElement(obj, "difficult").text = "1" if voc_is_difficult(inst) else "0"
+        box = ET.SubElement(obj, "bndbox")
+        x0, y0, x1, y1 = inst.box()
+        for key, value in (("xmin", x0 + 1), ("ymin", y0 + 1), ("xmax", x1 + 1), ("ymax", y1 + 1)):
+            ET.SubElement(box, key).text = str(value)  # VOC boxes: 1-based, inclusive
+    ET.indent(root, space="\t")
+    return ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+def _voc_class_lists(base: Path, split: str, ids: list[str], presence: dict[str, dict[str, int]]) -> None:
+    """``ImageSets/Main/{split}.txt`` and ``<class>_{split}.txt`` (1 present, 0 only difficult, -1 absent)."""
+    main = base / "ImageSets" / "Main"
+    _write_lines(main / f"{split}.txt", ids)
+    for name in VOC_CLASSES:
+        _write_lines(main / f"{name}_{split}.txt", [f"{i} {presence[i].get(name, -1):2d}" for i in ids])
+
+
+def _write_voc_year(
+    devkit: Path, seed: int, year: str, splits: dict[str, list[str]], segmented: set[str], aug: set[str]
+) -> dict:
+    """Render every image of ``splits`` (ids in render order) into ``devkit/VOC{year}``."""
+    base = devkit / f"VOC{year}"
+    palette = voc_palette()
+    presence: dict[str, dict[str, int]] = {}
+    instances = difficult = 0
+    index = 0
+    for ids in splits.values():
+        for image_id in ids:
+            scene = render_voc_image(seed, year, index)
+            index += 1
+            _save_jpeg(base / "JPEGImages" / f"{image_id}.jpg", scene.image)
+            xml = _voc_xml(f"VOC{year}", image_id, scene, image_id in segmented)
+            atomic_write_bytes(base / "Annotations" / f"{image_id}.xml", xml)
+            official, plain = _voc_label_maps(scene)
+            if image_id in segmented:
+                png = Image.fromarray(official, mode="P")
+                png.putpalette(palette)
+                _save_png(base / "SegmentationClass" / f"{image_id}.png", png)
+            if image_id in aug:
+                _save_png(base / "SegmentationClassAug" / f"{image_id}.png", Image.fromarray(plain, mode="L"))
+            flags: dict[str, int] = {}
+            for inst in scene.instances:
+                hard = voc_is_difficult(inst)
+                flags[inst.name] = max(flags.get(inst.name, 0), 0 if hard else 1)
+                instances += 1
+                difficult += hard
+            presence[image_id] = flags
+    return {"presence": presence, "instances": instances, "difficult": difficult}
+
+
+def _write_voc(root: Path, seed: int, sizes: MiniSizes) -> dict:
+    """``root/voc/VOCdevkit/VOC2007`` (trainval, test) and ``VOC2012`` (trainval, seg + aug lists)."""
+    devkit = root / "voc" / "VOCdevkit"
+    summary: dict = {}
+
+    # VOC2007: every image segmented; train/val are the two halves of trainval.
+    n_tv, n_test = sizes.voc2007_trainval, sizes.voc2007_test
+    trainval = [f"{i:06d}" for i in range(1, n_tv + 1)]
+    test = [f"{i:06d}" for i in range(n_tv + 1, n_tv + n_test + 1)]
+    splits07 = {"trainval": trainval, "test": test}
+    result = _write_voc_year(devkit, seed, "2007", splits07, set(trainval + test), set())
+    base = devkit / "VOC2007"
+    lists07 = {"train": trainval[0::2], "val": trainval[1::2], "trainval": trainval, "test": test}
+    for split, ids in lists07.items():
+        _voc_class_lists(base, split, sorted(ids), result["presence"])
+        _write_lines(base / "ImageSets" / "Segmentation" / f"{split}.txt", sorted(ids))
+    summary["VOC2007"] = {
+        "images": {k: len(v) for k, v in lists07.items()},
+        "instances": result["instances"],
+        "difficult": result["difficult"],
+    }
+
+    # VOC2012: trainval only; Segmentation train/val; SBD-style trainaug = seg train + extra images.
+    ids12 = [
+        f"2012_{i:06d}"
+        for i in range(1, sizes.voc2012_seg_train + sizes.voc2012_seg_val + sizes.voc2012_det_only + 1)
+    ]
+    seg_train = ids12[: sizes.voc2012_seg_train]
+    seg_val = ids12[sizes.voc2012_seg_train : sizes.voc2012_seg_train + sizes.voc2012_seg_val]
+    extra = ids12[sizes.voc2012_seg_train + sizes.voc2012_seg_val :]
+    half = len(extra) // 2
+    result = _write_voc_year(devkit, seed, "2012", {"trainval": ids12}, set(seg_train + seg_val), set(ids12))
+    base = devkit / "VOC2012"
+    lists12 = {"train": seg_train + extra[:half], "val": seg_val + extra[half:], "trainval": ids12}
+    for split, ids in lists12.items():
+        _voc_class_lists(base, split, sorted(ids), result["presence"])
+    seg_lists = {
+        "train": seg_train,
+        "val": seg_val,
+        "trainval": seg_train + seg_val,
+        "trainaug": seg_train + extra,
+    }
+    for split, ids in seg_lists.items():
+        _write_lines(base / "ImageSets" / "Segmentation" / f"{split}.txt", sorted(ids))
+    summary["VOC2012"] = {
+        "images": {k: len(v) for k, v in lists12.items()},
+        "segmentation": {k: len(v) for k, v in seg_lists.items()},
+        "instances": result["instances"],
+        "difficult": result["difficult"],
+    }
+    summary["classes"] = list(VOC_CLASSES)
+    return summary
+
+
+def mask_polygons(mask: np.ndarray) -> list[list[float]]:
+    """COCO polygons [[x0, y0, x1, y1, ...], ...] of a hole-free bool mask [H, W].
+
+    Traced on the mask upsampled 2x, so the polygons follow pixel edges: pycocotools
+    rasterises them back to the same pixels (checked in tests/data/test_mini.py).
+    """
+    up = cv2.resize(
+        mask.astype(np.uint8), (mask.shape[1] * 2, mask.shape[0] * 2), interpolation=cv2.INTER_NEAREST
+    )
+    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polygons = []
+    for contour in contours:
+        if len(contour) < 3:
+            continue
+        pts = contour.reshape(-1, 2).astype(np.float64) / 2 + 0.25
+        polygons.append([round(float(v), 2) for v in pts.ravel()])
+    return polygons
+
+
+def _write_coco(root: Path, seed: int, sizes: MiniSizes) -> dict:
+    """``root/coco/{train2017,val2017}/<id>.jpg`` and ``annotations/instances_{split}.json``."""
+    n_train, n_val = sizes.coco_train, sizes.coco_val
+    ids = _rng(seed, "coco_ids").choice(np.arange(1, 600_000), size=n_train + n_val, replace=False)
+    split_ids = {
+        "train2017": sorted(int(i) for i in ids[:n_train]),
+        "val2017": sorted(int(i) for i in ids[n_train:]),
+    }
+    look_to_cat = {look: cat_id for cat_id, _, _, look in COCO_CATEGORIES}
+    categories = [{"id": c, "name": n, "supercategory": s} for c, n, s, _ in COCO_CATEGORIES]
+    summary: dict = {"categories": [c[1] for c in COCO_CATEGORIES]}
+    next_ann = 1
+    for split, image_ids in split_ids.items():
+        images, annotations = [], []
+        for index, image_id in enumerate(image_ids):
+            scene = render_coco_image(seed, split, index)
+            file_name = f"{image_id:012d}.jpg"
+            _save_jpeg(root / "coco" / split / file_name, scene.image)
+            h, w = scene.image.shape[:2]
+            images.append({"id": image_id, "file_name": file_name, "width": w, "height": h})
+            for inst in scene.instances:
+                x0, y0, x1, y1 = inst.box()
+                annotations.append(
+                    {
+                        "id": next_ann,
+                        "image_id": image_id,
+                        "category_id": look_to_cat[inst.name],
+                        "segmentation": mask_polygons(inst.mask),
+                        "area": float(inst.mask.sum()),
+                        "bbox": [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)],
+                        "iscrowd": 0,
+                    }
+                )
+                next_ann += 1
+        doc = {
+            "info": {"description": "sslzoo mini COCO", "version": "1.0", "year": 2017},
+            "licenses": [],
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+        }
+        write_json(root / "coco" / "annotations" / f"instances_{split}.json", doc, indent=None)
+        summary[split] = {"images": len(images), "annotations": len(annotations)}
+    return summary
+
+
+def _write_cityscapes(root: Path, seed: int, sizes: MiniSizes) -> dict:
+    """``root/cityscapes/leftImg8bit/{split}/<city>/*`` and ``gtFine/{split}/<city>/*_labelIds.png``."""
+    summary: dict = {"label_ids": CITYSCAPES_LABEL_IDS, "size": list(CITYSCAPES_SIZE)}
+    per_city = {"train": sizes.cityscapes_train_per_city, "val": sizes.cityscapes_val_per_city}
+    for split, cities in CITYSCAPES_CITIES.items():
+        index = 0
+        for city in cities:
+            for k in range(per_city[split]):
+                scene = render_cityscapes_image(seed, split, index)
+                index += 1
+                stem = f"{city}_{k:06d}_000019"
+                _save_png(
+                    root / "cityscapes" / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                    Image.fromarray(scene.image),
+                )
+                _save_png(
+                    root / "cityscapes" / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png",
+                    Image.fromarray(scene.label_map, mode="L"),
+                )
+        summary[split] = {"cities": list(cities), "images": index}
+    return summary
+
+
+GENERATED = ("imagenet", "voc", "coco", "cityscapes")
+
+
+def make_mini_data(out: Path, seed: int = 0, sizes: MiniSizes | None = None) -> dict:
+    """Write the mini datasets under ``out`` and, last, ``out/summary.json``; return the summary.
+
+    Existing ``out/{imagenet,voc,coco,cityscapes}`` folders are replaced (nothing else under
+    ``out`` is touched), so a rerun never leaves stale images behind. Same seed and sizes give
+    byte-identical files.
+    """
+    if not isinstance(seed, int | np.integer) or seed < 0:
+        raise SslzooError(
+            f"mini data seed must be a non-negative integer, got {seed!r} (config key mini_data.seed)"
+        )
+    sizes = sizes or MiniSizes()
+    out = Path(out)
+    start = time.perf_counter()
+    (out / "summary.json").unlink(missing_ok=True)
+    for name in GENERATED:
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "seed": int(seed),
+        "sizes": asdict(sizes),
+        "imagenet": _write_imagenet(out, seed, sizes),
+        "voc": _write_voc(out, seed, sizes),
+        "coco": _write_coco(out, seed, sizes),
+        "cityscapes": _write_cityscapes(out, seed, sizes),
+    }
+    write_json(out / "summary.json", summary)
+    summary["seconds"] = round(
+        time.perf_counter() - start, 2
+    )  # returned, not written: files stay reproducible
+    return summary
