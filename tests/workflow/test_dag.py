@@ -60,8 +60,8 @@ def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
 def test_missing_dataset_folder_names_key_and_path(workdir: Path) -> None:
     result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
     assert result.returncode != 0
-    assert "datasets.imagenet.train.images" in result.stderr
-    assert "data/imagenet/train" in result.stderr
+    assert "datasets.imagenet.train.images" in result.stdout + result.stderr
+    assert "data/imagenet/train" in result.stdout + result.stderr
 
 
 def test_bad_config_value_names_the_key(workdir: Path) -> None:
@@ -70,7 +70,7 @@ def test_bad_config_value_names_the_key(workdir: Path) -> None:
     (workdir / "config" / "bad.yaml").write_text(yaml.safe_dump(cfg))
     result = snakemake(workdir, "-n", "--configfile", "config/bad.yaml", "--cores", "1")
     assert result.returncode != 0
-    assert "seed" in result.stderr
+    assert "seed" in result.stdout + result.stderr
 
 
 def test_unknown_model_names_its_missing_config(workdir: Path) -> None:
@@ -79,4 +79,4 @@ def test_unknown_model_names_its_missing_config(workdir: Path) -> None:
     (workdir / "config" / "bad.yaml").write_text(yaml.safe_dump(cfg))
     result = snakemake(workdir, "-n", "--configfile", "config/bad.yaml", "--cores", "1")
     assert result.returncode != 0
-    assert "config/models/no-such-model_mini.yaml" in result.stderr
+    assert "config/models/no-such-model_mini.yaml" in result.stdout + result.stderr
