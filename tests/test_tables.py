@@ -162,3 +162,32 @@ def test_format_and_table_helpers() -> None:
         "feature4",
     ]
     assert markdown_table(["a", "bbbb"], [["xx", "–"]]) == "| a   | bbbb |\n| --- | ---- |\n| xx  | –    |"
+
+
+def test_avgpool_linear_metrics_fill_the_imagenet_linear_section(tmp_path: Path) -> None:
+    (tmp_path / "byol.yaml").write_text(BYOL)
+    mhead = {"Feature1": 15.0, "Feature2": 35.0, "Feature3": 47.5, "Feature4": 63.0, "Feature5": 71.25}
+    metrics = [
+        _write_metrics(tmp_path, "linear_imagenet", "byol", mhead),
+        _write_metrics(tmp_path, "linear_avgpool_imagenet", "byol", {"AvgPool": 71.75}),
+        _write_metrics(tmp_path, "linear_avgpool_imagenet", "random", {"AvgPool": 4.5}),
+    ]
+    write_tables(metrics, [tmp_path / "byol.yaml"], tmp_path / "out")
+    page = (tmp_path / "out" / "byol.md").read_text()
+    assert page.count("### ") == 1 and "### ImageNet Linear Evaluation" in page
+    rows = {
+        cells[0]: cells[1:]
+        for cells in (
+            [cell.strip() for cell in line.split("|")[1:-1]]
+            for line in page.splitlines()
+            if line.startswith("| ") and not line.startswith("| Self") and not line.startswith("| -")
+        )
+    }
+    assert rows == {
+        "byol": ["15.00", "35.00", "47.50", "63.00", "71.25", "71.75"],
+        "random": ["–", "–", "–", "–", "–", "4.50"],
+    }
+
+    clash = _write_metrics(tmp_path / "again", "linear_imagenet", "random", {"AvgPool": 5.0})
+    with pytest.raises(SslzooError, match="linear_imagenet 'AvgPool' of random also comes from"):
+        write_tables([metrics[2], clash], [], tmp_path / "out")

@@ -109,6 +109,9 @@ SECTIONS: dict[str, Section] = {
     ),
 }
 
+# benchmarks whose metrics fill columns of another benchmark's section (benchmark -> section)
+SECTION_OF: dict[str, str] = {"linear_avgpool_imagenet": "linear_imagenet"}
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -170,6 +173,7 @@ def load_results(
     """Every number of the tables in long form: columns model, source (ours/reported), benchmark, column, value."""
     records: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
+    filled: dict[tuple[str, str, str], str] = {}
     for path in metrics_paths:
         benchmark, model = parse_metrics_path(path)
         if (benchmark, model) in seen:
@@ -178,7 +182,14 @@ def load_results(
         metrics = read_json(path)
         if not isinstance(metrics, dict):
             raise SslzooError(f"{path}: expected a JSON object of table column -> number")
+        benchmark = SECTION_OF.get(benchmark, benchmark)
         values = _check_columns(benchmark, {k: v for k, v in metrics.items() if k != "meta"}, str(path))
+        for column in values:
+            if (benchmark, model, column) in filled:
+                raise SslzooError(
+                    f"{path}: {benchmark} '{column}' of {model} also comes from {filled[benchmark, model, column]}"
+                )
+            filled[benchmark, model, column] = str(path)
         records += [
             dict(model=model, source=OURS, benchmark=benchmark, column=c, value=v) for c, v in values.items()
         ]
@@ -189,7 +200,9 @@ def load_results(
                 for c, v in values.items()
             ]
     # a benchmark with a metrics file but no numbers still gets its section
-    records += [dict(model=m, source=OURS, benchmark=b, column=None, value=None) for b, m in seen]
+    records += [
+        dict(model=m, source=OURS, benchmark=SECTION_OF.get(b, b), column=None, value=None) for b, m in seen
+    ]
     return pd.DataFrame.from_records(records, columns=["model", "source", "benchmark", "column", "value"])
 
 

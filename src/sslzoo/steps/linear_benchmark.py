@@ -1,0 +1,51 @@
+"""Linear evaluation on a frozen backbone (multi-head Feature1..Feature5, or AvgPool).
+
+Trains linear classifiers on the pooled stage features of a frozen backbone (eval mode, no
+gradients) on a training manifest and reports top-1 (%) per head on the validation manifest
+(mmselfsup mhead / linear protocols; the config picks layers, pooling, schedule, augmentation).
+Writes metrics.json ({"Feature1": .., ..., "meta"} or {"AvgPool": .., "meta"}); resumes from
+--work-dir after a kill. Runs as one process or under torchrun (DDP)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", required=True, help="backbone file (results/backbones/{model}.pth)")
+    parser.add_argument(
+        "--train-manifest", required=True, help="training manifest (resources/manifests/imagenet_train.json)"
+    )
+    parser.add_argument(
+        "--val-manifest", required=True, help="validation manifest (resources/manifests/imagenet_val.json)"
+    )
+    parser.add_argument("--config", required=True, help="protocol (config/benchmarks/linear_*.yaml)")
+    parser.add_argument(
+        "--work-dir", required=True, help="resume state and train_log.jsonl (kept between reruns)"
+    )
+    parser.add_argument(
+        "--out", required=True, help="metrics.json (results/benchmarks/{benchmark}/{model}/metrics.json)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="data order, augmentation and head init (default 0)"
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    from sslzoo.benchmarks.linear import linear_benchmark
+    from sslzoo.engine.dist import cleanup, init_distributed
+
+    ctx = init_distributed()
+    try:
+        linear_benchmark(
+            args.backbone,
+            args.train_manifest,
+            args.val_manifest,
+            args.config,
+            args.work_dir,
+            args.out,
+            seed=args.seed,
+            ctx=ctx,
+        )
+    finally:
+        cleanup()

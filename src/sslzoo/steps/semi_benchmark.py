@@ -1,0 +1,61 @@
+"""Semi-supervised fine-tuning at one point of the lr x head-multiplier grid (1% / 10% labels).
+
+Fine-tunes the whole backbone with a linear head on the labelled subset of the training
+manifest (the config's split file, else a seeded class-balanced fraction), the head's lr being
+--lr times --head-mult, and writes top-1/top-5 (%) on the validation manifest to
+results/benchmarks/{benchmark}/{model}/lr{X}_head{Y}/metrics.json; semi-select keeps the best.
+Resumes from --work-dir after a kill. Runs as one process or under torchrun (DDP, SyncBN on GPU)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", required=True, help="backbone file (results/backbones/{model}.pth)")
+    parser.add_argument(
+        "--train-manifest", required=True, help="training manifest (resources/manifests/imagenet_train.json)"
+    )
+    parser.add_argument(
+        "--val-manifest", required=True, help="validation manifest (resources/manifests/imagenet_val.json)"
+    )
+    parser.add_argument("--config", required=True, help="protocol (config/benchmarks/semi_in1k_*.yaml)")
+    parser.add_argument(
+        "--lr", type=float, required=True, help="backbone learning rate (one of the config's lrs)"
+    )
+    parser.add_argument(
+        "--head-mult", type=float, required=True, help="head lr multiplier (one of the config's head_mults)"
+    )
+    parser.add_argument(
+        "--work-dir", required=True, help="resume state and train_log.jsonl (kept between reruns)"
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="metrics.json (results/benchmarks/{benchmark}/{model}/lr{X}_head{Y}/metrics.json)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="subset, data order, augmentation, head init (default 0)"
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    from sslzoo.benchmarks.semi import semi_benchmark
+    from sslzoo.engine.dist import cleanup, init_distributed
+
+    ctx = init_distributed()
+    try:
+        semi_benchmark(
+            args.backbone,
+            args.train_manifest,
+            args.val_manifest,
+            args.config,
+            args.lr,
+            args.head_mult,
+            args.work_dir,
+            args.out,
+            seed=args.seed,
+            ctx=ctx,
+        )
+    finally:
+        cleanup()
