@@ -16,22 +16,30 @@ from sslzoo.errors import SslzooError
 from sslzoo.steps import (
     extract_backbone,
     extract_features,
+    inat_manifest,
     knn_benchmark,
+    linear_benchmark,
     make_mini_data,
     manifest,
     pretrain,
     random_backbone,
+    semi_benchmark,
+    semi_select,
     tables,
 )
 
 STEPS: dict[str, ModuleType] = {
     "make-mini-data": make_mini_data,
     "manifest": manifest,
+    "inat-manifest": inat_manifest,
     "pretrain": pretrain,
     "extract-backbone": extract_backbone,
     "random-backbone": random_backbone,
     "extract-features": extract_features,
     "knn": knn_benchmark,
+    "linear": linear_benchmark,
+    "semi": semi_benchmark,
+    "semi-select": semi_select,
     "tables": tables,
 }
 
@@ -43,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         doc = (module.__doc__ or "").strip()
         step_parser = sub.add_parser(
             name,
-            help=doc.splitlines()[0] if doc else None,
+            help=doc.splitlines()[0].replace("%", "%%") if doc else None,  # argparse %-formats help
             description=doc,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from sslzoo.data import mini
+from sslzoo.data.inat import inat_manifest
+from sslzoo.data.manifest import classification_manifest
 from sslzoo.errors import SslzooError
 
 from .conftest import MINI_SEED
@@ -353,7 +357,8 @@ def test_cityscapes_pairs_label_ids_and_pixels(mini_root: Path) -> None:
 TINY = mini.MiniSizes(
     imagenet_train_per_class=2, imagenet_val_per_class=1, voc2007_trainval=4, voc2007_test=3,
     voc2012_seg_train=2, voc2012_seg_val=2, voc2012_det_only=2, coco_train=3, coco_val=2,
-    cityscapes_train_per_city=1, cityscapes_val_per_city=1,
+    cityscapes_train_per_city=1, cityscapes_val_per_city=1, places205_train_per_class=1,
+    places205_val_per_class=1, inat18_train_max=2, inat18_train_min=1, inat18_val_per_class=1,
 )  # fmt: skip
 
 
@@ -370,6 +375,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
     mini.make_mini_data(tmp_path / "c", seed=4, sizes=TINY)
     a, b, c = (file_bytes(tmp_path / name) for name in "abc")
     assert len(a) > 100
+    assert any(k.startswith("places205/") for k in a) and any(k.startswith("inat18/") for k in a)
     assert a == b  # includes: the stale file of an earlier run is gone
     assert len(a) == len(c)
     images = [k for k in a if k.endswith((".jpg", ".JPEG", ".png")) and not k.startswith("coco/")]
@@ -392,3 +398,202 @@ def test_shapes_fit_the_padding_used_to_measure_their_full_area() -> None:
     for _ in range(30):  # an object hanging over a corner still counts its outside pixels
         shape = mini._sample_shape(rng, (40, 40), "diningtable", (0.5, 0.6), (0.0, 0.0, 0.05, 0.05), 25.0)
         assert shape.full_area > 2 * shape.mask.sum()
+
+
+def test_impossible_long_tail_is_refused_before_anything_is_deleted(tmp_path: Path) -> None:
+    kept = tmp_path / "imagenet" / "train" / "n00000000" / "kept.JPEG"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"an earlier run")
+    sizes = mini.MiniSizes(inat18_train_max=3, inat18_train_min=5)
+    with pytest.raises(SslzooError, match="inat18_train_min"):
+        mini.make_mini_data(tmp_path, seed=0, sizes=sizes)
+    assert kept.read_bytes() == b"an earlier run"
+
+
+# ------------------------------------------------------------------------------------------ Places205
+
+# A few rows of the real Places205 category list (categories_places205.csv), ours among them.
+REAL_PLACES205 = {
+    "abbey", "airport_terminal", "alley", "bedroom", "coast", "forest_path", "forest_road",
+    "highway", "kitchen", "kitchenette", "mountain", "mountain_snowy", "pasture", "skyscraper",
+}  # fmt: skip
+
+
+def places205_images(mini_root: Path) -> Path:
+    return mini_root / "places205" / mini.PLACES205_IMAGES
+
+
+def read_places205_list(mini_root: Path, split: str) -> list[str]:
+    return (mini_root / "places205" / "meta" / f"{split}.txt").read_text().splitlines()
+
+
+def test_places205_list_files_match_the_scene_folders(mini_root: Path) -> None:
+    base = mini_root / "places205"
+    images = places205_images(mini_root)
+    assert images.as_posix().endswith("places205/data/vision/torralba/deeplearning/images256")
+    assert set(mini.PLACES205_CLASSES) <= REAL_PLACES205 and len(mini.PLACES205_CLASSES) == 8
+    sizes = mini.MiniSizes()
+    split_of: dict[str, str] = {}
+    for split, per_class in (
+        ("train", sizes.places205_train_per_class),
+        ("val", sizes.places205_val_per_class),
+    ):
+        lines = read_places205_list(mini_root, split)
+        assert lines == sorted(lines)
+        shipped = base / "trainvalsplit_places205" / f"{split}_places205.csv"
+        assert shipped.read_text().splitlines() == lines
+        labels = []
+        for line in lines:
+            rel, label = line.split(" ")
+            letter, scene, name = rel.split("/")
+            assert letter == scene[0] and re.fullmatch(r"gsun_[0-9a-f]{32}\.jpg", name), rel
+            assert int(label) == sorted(mini.PLACES205_CLASSES).index(scene), line
+            assert rel not in split_of, f"{rel} listed in {split_of.get(rel)} and {split}"
+            split_of[rel] = split
+            labels.append(int(label))
+        assert np.bincount(labels).tolist() == [per_class] * len(mini.PLACES205_CLASSES)
+    on_disk = {p.relative_to(images).as_posix() for p in images.rglob("*") if p.is_file()}
+    assert on_disk == set(split_of)  # train and val share the scene folders, as in Places205
+    for rel in sorted(split_of)[::41]:
+        with Image.open(images / rel) as img:
+            assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (96, 96))
+
+
+def test_places205_manifest_reads_the_list_files(mini_root: Path) -> None:
+    images = places205_images(mini_root)
+    for split in ("train", "val"):
+        manifest = classification_manifest(
+            "places205", images, split, mini_root / "places205" / "meta" / f"{split}.txt"
+        )
+        assert manifest["classes"] == [f"{s[0]}/{s}" for s in sorted(mini.PLACES205_CLASSES)]
+        expected = sorted(
+            (line.split()[0], int(line.split()[1])) for line in read_places205_list(mini_root, split)
+        )
+        assert [tuple(s) for s in manifest["samples"]] == expected
+
+
+def test_places205_files_hold_their_rendered_scenes(mini_root: Path) -> None:
+    for label, scene in enumerate(mini.PLACES205_CLASSES):
+        index = label  # 0..7, within the 15 val images per class
+        path = places205_images(mini_root) / mini.places205_file("val", scene, index)
+        written = np.asarray(Image.open(path))
+        assert jpeg_matches(written, mini.render_places205_image(MINI_SEED, "val", label, index).image)
+        assert not jpeg_matches(
+            written, mini.render_places205_image(MINI_SEED, "val", label, index + 1).image
+        )
+
+
+def thumbnails(paths: list[Path]) -> np.ndarray:
+    """Standardised 16x16 colour thumbnails [N, 768]."""
+    feats = []
+    for path in paths:
+        x = np.asarray(Image.open(path).resize((16, 16), Image.BILINEAR), np.float32).ravel()
+        feats.append((x - x.mean()) / (x.std() + 1e-6))
+    return np.stack(feats)
+
+
+def test_places205_scenes_are_recognisable_by_a_plain_nearest_neighbour(mini_root: Path) -> None:
+    images = places205_images(mini_root)
+    data = {}
+    for split in ("train", "val"):
+        pairs = [line.split() for line in read_places205_list(mini_root, split)]
+        data[split] = thumbnails([images / rel for rel, _ in pairs]), np.array([int(y) for _, y in pairs])
+    (train_x, train_y), (val_x, val_y) = data["train"], data["val"]
+    accuracy = (train_y[np.argmax(val_x @ train_x.T, axis=1)] == val_y).mean()
+    assert accuracy > 0.4  # chance is 1/8
+
+
+# ------------------------------------------------------------------------------------------ iNat18
+
+
+INAT_CATEGORY_KEYS = {"id", "name", "supercategory", "kingdom", "phylum", "class", "order", "family", "genus"}
+
+
+def read_inat(mini_root: Path, split: str) -> dict:
+    return json.loads((mini_root / "inat18" / f"{split}2018.json").read_text())
+
+
+def test_inat18_json_loads_and_names_every_file(mini_root: Path) -> None:
+    root = mini_root / "inat18"
+    by_id = sorted(mini.INAT18_SPECIES, key=lambda s: s.id)
+    image_ids: set[int] = set()
+    listed: set[str] = set()
+    for split in ("train", "val"):
+        doc = read_inat(mini_root, split)
+        manifest = inat_manifest(root / f"{split}2018.json", root, split)  # checks that files exist
+        assert manifest["classes"] == [s.name for s in by_id]
+        categories = {c["id"]: c for c in doc["categories"]}
+        assert all(set(c) == INAT_CATEGORY_KEYS for c in doc["categories"])
+        assert [categories[s.id]["name"] for s in by_id] == manifest["classes"]
+        category_of = {a["image_id"]: a["category_id"] for a in doc["annotations"]}
+        assert len(category_of) == len(doc["annotations"]) == len(doc["images"])
+        label_of = {cid: k for k, cid in enumerate(sorted(categories))}
+        expected = []
+        for image in doc["images"]:
+            assert image["id"] not in image_ids  # ids are unique across train and val
+            image_ids.add(image["id"])
+            top, supercategory, category_id, name = image["file_name"].split("/")
+            category = categories[category_of[image["id"]]]
+            assert top == "train_val2018" and re.fullmatch(r"[0-9a-f]{32}\.jpg", name)
+            assert (supercategory, int(category_id)) == (category["supercategory"], category["id"])
+            with Image.open(root / image["file_name"]) as img:
+                assert img.format == "JPEG" and img.size == (image["width"], image["height"])
+            listed.add(image["file_name"])
+            expected.append((image["file_name"], label_of[category["id"]]))
+        assert [tuple(s) for s in manifest["samples"]] == sorted(expected)
+    on_disk = {p.relative_to(root).as_posix() for p in (root / "train_val2018").rglob("*") if p.is_file()}
+    assert on_disk == listed
+
+
+def test_inat18_class_counts_are_the_designed_long_tail(mini_root: Path) -> None:
+    sizes = mini.MiniSizes()
+    summary = json.loads((mini_root / "summary.json").read_text())["inat18"]
+    counts = {}
+    for split in ("train", "val"):
+        doc = read_inat(mini_root, split)
+        names = {c["id"]: c["name"] for c in doc["categories"]}
+        counts[split] = Counter(names[a["category_id"]] for a in doc["annotations"])
+        assert summary["images"][split] == len(doc["images"])
+    train = [counts["train"][s.name] for s in mini.INAT18_SPECIES]  # designed most to least frequent
+    assert train[0] == sizes.inat18_train_max and train[-1] == sizes.inat18_train_min
+    assert all(a > b for a, b in zip(train, train[1:], strict=False))
+    ratio = (sizes.inat18_train_min / sizes.inat18_train_max) ** (1 / (len(train) - 1))
+    assert all(abs(n - sizes.inat18_train_max * ratio**k) <= 0.5 for k, n in enumerate(train))
+    assert summary["train_per_class"] == dict(counts["train"])
+    assert set(counts["val"].values()) == {sizes.inat18_val_per_class}
+    assert len(counts["val"]) == len(mini.INAT18_SPECIES)
+
+
+def test_inat18_species_of_a_supercategory_differ_only_in_colour_and_pattern(mini_root: Path) -> None:
+    looks: dict[str, set[str]] = {}
+    for species in mini.INAT18_SPECIES:
+        looks.setdefault(species.supercategory, set()).add(species.look)
+    assert all(len(v) == 1 for v in looks.values())  # one shape and texture per supercategory
+    assert len(set.union(*looks.values())) == len(looks) >= 3
+    per_super = Counter(s.supercategory for s in mini.INAT18_SPECIES)
+    assert min(per_super.values()) >= 2
+    # the pixels: a plain nearest neighbour finds the supercategory far more often than the species
+    root = mini_root / "inat18"
+    data = {}
+    for split in ("train", "val"):
+        manifest = inat_manifest(root / f"{split}2018.json", root, split)
+        labels = np.array([label for _, label in manifest["samples"]])
+        data[split] = thumbnails([root / rel for rel, _ in manifest["samples"]]), labels
+    (train_x, train_y), (val_x, val_y) = data["train"], data["val"]
+    supercategory = np.array([s.supercategory for s in sorted(mini.INAT18_SPECIES, key=lambda s: s.id)])
+    nearest = train_y[np.argmax(val_x @ train_x.T, axis=1)]
+    species_accuracy = (nearest == val_y).mean()
+    super_accuracy = (supercategory[nearest] == supercategory[val_y]).mean()
+    assert species_accuracy > 0.2  # chance is 1/10: colour and pattern carry the species
+    assert super_accuracy > species_accuracy + 0.2  # but most confusions stay within the supercategory
+
+
+def test_inat18_files_hold_their_rendered_organism(mini_root: Path) -> None:
+    by_id = sorted(mini.INAT18_SPECIES, key=lambda s: s.id)
+    for label, species in enumerate(by_id):
+        scene = mini.render_inat18_image(MINI_SEED, "train", label, 1)
+        written = np.asarray(Image.open(mini_root / "inat18" / mini.inat18_file("train", species, 1)))
+        assert jpeg_matches(written, scene.image)
+        assert not jpeg_matches(written, mini.render_inat18_image(MINI_SEED, "train", label, 2).image)
+        (organism,) = scene.instances
+        assert organism.name == species.name and organism.mask.mean() > 0.08

@@ -51,3 +51,85 @@ rule knn:
     shell:
         "python -m sslzoo knn --train {input.train} --test {input.test} --config {input.protocol}"
         " --out {output} > {log} 2>&1"
+
+
+rule linear:
+    input:
+        backbone="results/backbones/{model}.pth",
+        train=benchmark_manifest("train"),
+        val=benchmark_manifest("val"),
+        protocol=linear_protocol,
+        pooling=linear_pooling,
+    output:
+        "results/benchmarks/{linear}/{model}/metrics.json",
+    params:
+        work_dir="results/benchmarks/{linear}/{model}/work",
+        seed=config["seed"],
+        protocol=linear_protocol_values,
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/{linear}/{model}.log",
+    benchmark:
+        "logs/benchmarks/{linear}/{model}.tsv"
+    threads: res("linear", "threads")
+    resources:
+        gpu=res("linear", "gpu"),
+        cpus_per_gpu=res("linear", "cpus_per_gpu"),
+        mem_mb=res("linear", "mem_mb"),
+        runtime=res("linear", "runtime"),
+    shell:
+        "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo linear --backbone {input.backbone}"
+        " --train-manifest {input.train} --val-manifest {input.val} --config {input.protocol}"
+        " --work-dir {params.work_dir} --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule semi:
+    input:
+        backbone="results/backbones/{model}.pth",
+        train=benchmark_manifest("train"),
+        val=benchmark_manifest("val"),
+        protocol=semi_protocol,
+        split_file=semi_split_file,
+    output:
+        "results/benchmarks/{semi}/{model}/lr{lr}_head{mult}/metrics.json",
+    params:
+        work_dir="results/benchmarks/{semi}/{model}/lr{lr}_head{mult}/work",
+        seed=config["seed"],
+        protocol=semi_protocol_values,
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/{semi}/{model}/lr{lr}_head{mult}.log",
+    benchmark:
+        "logs/benchmarks/{semi}/{model}/lr{lr}_head{mult}.tsv"
+    threads: res("semi", "threads")
+    resources:
+        gpu=res("semi", "gpu"),
+        cpus_per_gpu=res("semi", "cpus_per_gpu"),
+        mem_mb=res("semi", "mem_mb"),
+        runtime=res("semi", "runtime"),
+    shell:
+        "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo semi --backbone {input.backbone}"
+        " --train-manifest {input.train} --val-manifest {input.val} --config {input.protocol}"
+        " --lr {wildcards.lr} --head-mult {wildcards.mult} --work-dir {params.work_dir}"
+        " --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule semi_select:
+    input:
+        semi_runs,
+    output:
+        "results/benchmarks/{semi}/{model}/metrics.json",
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/{semi}/{model}/select.log",
+    benchmark:
+        "logs/benchmarks/{semi}/{model}/select.tsv"
+    threads: res("tables", "threads")
+    resources:
+        mem_mb=res("tables", "mem_mb"),
+        runtime=res("tables", "runtime"),
+    shell:
+        "python -m sslzoo semi-select --runs {input} --out {output} > {log} 2>&1"

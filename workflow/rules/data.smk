@@ -26,20 +26,43 @@ rule manifest:
     input:
         mini_data_marker,
     output:
-        "resources/manifests/{dataset}_{split}.json",
+        "resources/manifests/{list_dataset}_{split}.json",
     params:
         images=manifest_images,
         list_arg=manifest_list_arg,
     conda:
         "../envs/sslzoo.yaml"
     log:
-        "logs/manifest/{dataset}_{split}.log",
+        "logs/manifest/{list_dataset}_{split}.log",
     benchmark:
-        "logs/benchmarks/manifest/{dataset}_{split}.tsv"
+        "logs/benchmarks/manifest/{list_dataset}_{split}.tsv"
     threads: res("manifest", "threads")
     resources:
         mem_mb=res("manifest", "mem_mb"),
         runtime=res("manifest", "runtime"),
     shell:
-        "python -m sslzoo manifest --dataset {wildcards.dataset} --split {wildcards.split}"
+        "python -m sslzoo manifest --dataset {wildcards.list_dataset} --split {wildcards.split}"
         " --images {params.images} {params.list_arg} --out {output} > {log} 2>&1"
+
+
+rule inat_manifest:
+    input:
+        mini_data_marker,
+    output:
+        "resources/manifests/inat18_{split}.json",
+    params:
+        json=inat_json,
+        images=inat_images,
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/manifest/inat18_{split}.log",
+    benchmark:
+        "logs/benchmarks/manifest/inat18_{split}.tsv"
+    threads: res("manifest", "threads")
+    resources:
+        mem_mb=res("manifest", "mem_mb"),
+        runtime=res("manifest", "runtime"),
+    shell:
+        "python -m sslzoo inat-manifest --json {params.json} --images {params.images} --split {wildcards.split}"
+        " --out {output} > {log} 2>&1"

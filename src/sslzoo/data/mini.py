@@ -15,6 +15,16 @@ minutes; these datasets are its inputs:
   ``annotations/instances_{train,val}2017.json`` with 8 real COCO categories, boxes
   ``[x, y, w, h]`` and polygon masks.
 - ``cityscapes/``: ``leftImg8bit`` street scenes and ``gtFine`` ``labelIds`` PNGs.
+- ``places205/``: Places205 as extracted, ``data/vision/torralba/deeplearning/images256/
+  <letter>/<scene>/gsun_<md5>.jpg``, with list files ``meta/{train,val}.txt`` (also as
+  ``trainvalsplit_places205/{train,val}_places205.csv``, the names Places205 ships), lines
+  ``<letter>/<scene>/<file>.jpg <label>`` relative to ``images256``; 8 real scene classes
+  (abbey, bedroom, coast, ...), each its own layout of sky, ground, buildings or furniture with
+  objects of the class looks, 96x96 JPEG.
+- ``inat18/``: iNaturalist 2018, ``train_val2018/<supercategory>/<category id>/<md5>.jpg`` and
+  ``{train,val}2018.json`` (images, annotations, categories with their taxonomy); 10 real
+  species of 4 supercategories, long-tailed train counts, 96x96 JPEG. The species of one
+  supercategory share a look and differ only in colour and pattern: a fine-grained task.
 
 Every object class has its own look: a shape (disk, star, heart, ...) filled with a texture cut
 from a photo scikit-image ships (``skimage.data.chelsea``, ``brick``, ``grass``, ...), tinted for
@@ -30,6 +40,7 @@ gives byte-identical files.
 from __future__ import annotations
 
 import functools
+import hashlib
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -154,6 +165,11 @@ class MiniSizes:
     coco_val: int = 40
     cityscapes_train_per_city: int = 8
     cityscapes_val_per_city: int = 4
+    places205_train_per_class: int = 40
+    places205_val_per_class: int = 15
+    inat18_train_max: int = 40  # the most frequent species; the others follow a geometric long tail
+    inat18_train_min: int = 10  # the rarest species
+    inat18_val_per_class: int = 5
 
 
 # Random streams: one per (dataset, split); an image's generator is rng([seed, stream, index]).
@@ -167,6 +183,10 @@ _STREAMS: dict[str, int] = {
     "coco_ids": 7,
     "cityscapes_train": 8,
     "cityscapes_val": 9,
+    "places205_train": 10,
+    "places205_val": 11,
+    "inat18_train": 12,
+    "inat18_val": 13,
 }
 
 
@@ -796,6 +816,656 @@ def render_cityscapes_image(seed: int, split: str, index: int) -> Scene:
 
 
 # --------------------------------------------------------------------------------------------
+# Places205 scenes: one layout per scene class, objects drawn with the class looks
+# --------------------------------------------------------------------------------------------
+
+PLACES205_SIZE = 96
+
+
+def _fill(canvas: np.ndarray, mask: np.ndarray, colour: np.ndarray | float) -> None:
+    """Paint ``colour`` (an [H, W, 3] layer, an RGB triple or a grey level) where ``mask`` is set."""
+    colour = np.asarray(colour, dtype=np.float32)
+    canvas[mask] = colour[mask] if colour.ndim == 3 else colour
+
+
+def _polygon_mask(size: tuple[int, int], points: list[tuple[float, float]] | np.ndarray) -> np.ndarray:
+    """Bool [H, W]: the filled polygon with vertices ``points`` (x, y) in pixels."""
+    canvas = np.zeros(size, np.uint8)
+    pts = np.round(np.asarray(points, dtype=np.float64) * 16).astype(np.int32)
+    cv2.fillPoly(canvas, [pts], 1, lineType=cv2.LINE_8, shift=4)
+    return canvas.astype(bool)
+
+
+def _sky(rng: np.random.Generator, size: tuple[int, int], horizon: float) -> np.ndarray:
+    """A sky [H, W, 3]: blue (or overcast grey) darkening upwards from ``horizon``, with clouds."""
+    h, w = size
+    if rng.random() < 0.2:  # overcast
+        grey = rng.uniform(0.55, 0.75)
+        top, low = np.array([grey, grey, grey + 0.05]), np.full(3, min(grey + 0.15, 0.95))
+    else:
+        top = rng.uniform([0.2, 0.38, 0.65], [0.45, 0.6, 0.95])
+        low = rng.uniform([0.65, 0.75, 0.85], [0.88, 0.92, 1.0])
+    t = np.clip(np.arange(h, dtype=np.float32) / max(horizon, 1.0), 0, 1)[:, None, None]
+    sky = np.broadcast_to(top * (1 - t) + low * t, (h, w, 3)).astype(np.float32)
+    if rng.random() < 0.5:
+        cloud = _smooth_field(rng, size, int(rng.integers(3, 6)), 1)
+        cloud = np.clip((cloud - rng.uniform(0.1, 0.5)) * 3, 0, 1) * 0.8
+        sky = sky * (1 - cloud) + 0.95 * cloud
+    return sky
+
+
+def _ground(
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    source: str,
+    low: tuple[float, float, float],
+    high: tuple[float, float, float],
+    zoom: tuple[float, float] = (1.5, 3.0),
+) -> np.ndarray:
+    """A tinted photo texture [H, W, 3] over the whole image (grass, gravel, brick ...)."""
+    tint = tuple(float(v) for v in rng.uniform(low, high))
+    layer = _region_texture(rng, source, tint, size, rng.uniform(*zoom))
+    return 0.3 * np.asarray(tint, np.float32) + 0.9 * layer
+
+
+def _arched_windows(
+    size: tuple[int, int],
+    yy: np.ndarray,
+    xx: np.ndarray,
+    centres: list[float],
+    top: float,
+    width: float,
+    height: float,
+) -> np.ndarray:
+    """Bool [H, W]: round-headed windows (a rectangle under a half disk) at x ``centres``."""
+    mask = np.zeros(size, bool)
+    r = width / 2
+    for cx in centres:
+        mask |= (np.abs(xx - cx) <= r) & (yy >= top + r) & (yy <= top + height)
+        mask |= (xx - cx) ** 2 + (yy - top - r) ** 2 <= r**2
+    return mask
+
+
+def _scene_abbey(
+    rng: np.random.Generator, size: tuple[int, int], yy: np.ndarray, xx: np.ndarray
+) -> tuple[np.ndarray, list[_Shape]]:
+    """A stone church on grass: nave with a gable roof, a bell tower with a spire, arched windows."""
+    h, w = size
+    horizon = rng.uniform(0.64, 0.8) * h
+    canvas = _sky(rng, size, horizon)
+    _fill(canvas, yy >= horizon, _ground(rng, size, "grass", (0.3, 0.55, 0.15), (0.5, 0.8, 0.35)))
+    stone = _ground(rng, size, "brick", (0.65, 0.6, 0.5), (0.9, 0.85, 0.72), (2.0, 3.5))
+    slate, rust = np.array([1.0, 0.95, 1.05]), np.array([0.6, 0.2, 0.0])
+    roof = rng.uniform(0.2, 0.4) * slate + rng.uniform(0, 0.15) * rust
+    x0, x1 = rng.uniform(0.06, 0.28) * w, rng.uniform(0.72, 0.94) * w
+    top, base = rng.uniform(0.38, 0.52) * h, horizon + rng.uniform(1, 4)
+    apex = top - rng.uniform(0.1, 0.2) * h
+    _fill(canvas, _polygon_mask(size, [(x0 - 2, top + 1), (x1 + 2, top + 1), ((x0 + x1) / 2, apex)]), roof)
+    _fill(canvas, (xx >= x0) & (xx <= x1) & (yy >= top) & (yy <= base), stone)
+    tw = rng.uniform(0.13, 0.2) * w
+    tx = x0 - rng.uniform(0, 0.06) * w if rng.random() < 0.5 else x1 - tw + rng.uniform(0, 0.06) * w
+    t_top = rng.uniform(0.14, 0.26) * h
+    _fill(canvas, (xx >= tx) & (xx <= tx + tw) & (yy >= t_top) & (yy <= base), stone * 0.85)
+    spire = [
+        (tx - 1, t_top + 0.5),
+        (tx + tw + 1, t_top + 0.5),
+        (tx + tw / 2, t_top - rng.uniform(0.08, 0.18) * h),
+    ]
+    _fill(canvas, _polygon_mask(size, spire), roof)
+    glass = rng.uniform([0.03, 0.03, 0.05], [0.15, 0.12, 0.25])
+    n = int(rng.integers(2, 5))
+    free = (x0 + 3, tx - 3) if tx > (x0 + x1) / 2 else (tx + tw + 3, x1 - 3)
+    centres = list(np.linspace(free[0] + 3, free[1] - 3, n)) if free[1] - free[0] > 12 else []
+    ww = rng.uniform(3, 5)
+    windows = _arched_windows(size, yy, xx, centres, top + rng.uniform(4, 8), ww, rng.uniform(8, 13))
+    _fill(canvas, windows, glass)
+    _fill(canvas, _arched_windows(size, yy, xx, [tx + tw / 2], t_top + 4, ww * 0.8, 7), glass)
+    if rng.random() < 0.5:  # rose window in the gable
+        cx, cy = (x0 + x1) / 2, top - (top - apex) * 0.35
+        _fill(canvas, (xx - cx) ** 2 + (yy - cy) ** 2 <= rng.uniform(2.0, 3.5) ** 2, glass)
+    people = int(rng.choice(3, p=[0.5, 0.3, 0.2]))
+    box = (0.05, min(horizon / h + 0.06, 0.9), 0.95, 0.95)
+    return canvas, [_sample_shape(rng, size, "person", (0.05, 0.08), box, 10.0) for _ in range(people)]
+
+
+def _scene_bedroom(
+    rng: np.random.Generator, size: tuple[int, int], yy: np.ndarray, xx: np.ndarray
+) -> tuple[np.ndarray, list[_Shape]]:
+    """A bedroom wall and floor with a bed (headboard, blanket, pillows), a window or picture."""
+    h, w = size
+    floor_y = rng.uniform(0.55, 0.7) * h
+    wall = rng.uniform(0.55, 0.95, 3)
+    canvas = np.broadcast_to(wall, (h, w, 3)) + 0.05 * _smooth_field(rng, size, 3, 3)
+    if rng.random() < 0.3:  # striped wallpaper
+        period = rng.uniform(5, 10)
+        canvas = np.where(((xx % period) < period / 2)[:, :, None], canvas * 0.88, canvas)
+    canvas = np.ascontiguousarray(canvas, dtype=np.float32)
+    if rng.random() < 0.6:  # wooden planks converging towards the back wall
+        wood = rng.uniform([0.45, 0.28, 0.15], [0.7, 0.48, 0.3])
+        u = (xx - w / 2) / (yy - floor_y + 10) * rng.uniform(3, 6)
+        floor = np.where(((u % 1) < 0.12)[:, :, None], wood * 0.7, wood)
+        floor = floor + 0.04 * _smooth_field(rng, size, 5, 1)
+    else:  # carpet
+        floor = rng.uniform(0.25, 0.8, 3) + 0.05 * _smooth_field(rng, size, 4, 3)
+    _fill(canvas, yy >= floor_y, floor)
+    _fill(canvas, np.abs(yy - floor_y) < 1.2, rng.uniform(0.8, 0.95))  # skirting board
+    bx0 = rng.uniform(0.04, 0.3) * w
+    bx1 = min(bx0 + rng.uniform(0.5, 0.68) * w, w - 2)
+    head_top, blanket_top = floor_y - rng.uniform(0.2, 0.32) * h, floor_y - rng.uniform(0.06, 0.12) * h
+    if rng.random() < 0.75:  # a window or a picture above the bed's head
+        fx0, fy0 = rng.uniform(0.1, 0.6) * w, rng.uniform(0.05, 0.15) * h
+        fx1, fy1 = fx0 + rng.uniform(0.18, 0.32) * w, min(fy0 + rng.uniform(0.15, 0.25) * h, head_top - 3)
+        frame = (xx >= fx0) & (xx <= fx1) & (yy >= fy0) & (yy <= fy1)
+        inner = (xx >= fx0 + 2) & (xx <= fx1 - 2) & (yy >= fy0 + 2) & (yy <= fy1 - 2)
+        if rng.random() < 0.5:
+            _fill(canvas, frame, rng.uniform(0.85, 1.0))
+            _fill(canvas, inner, _sky(rng, size, fy1))
+            _fill(
+                canvas,
+                inner & ((np.abs(xx - (fx0 + fx1) / 2) < 0.8) | (np.abs(yy - (fy0 + fy1) / 2) < 0.8)),
+                0.95,
+            )
+        else:
+            _fill(canvas, frame, rng.uniform(0.1, 0.4, 3))
+            _fill(canvas, inner, rng.uniform(0.2, 0.9, 3) + 0.15 * _smooth_field(rng, size, 3, 3))
+    wood = rng.uniform([0.25, 0.15, 0.08], [0.5, 0.35, 0.22])
+    _fill(canvas, (xx >= bx0) & (xx <= bx1) & (yy >= head_top) & (yy <= floor_y + 3), wood)
+    blanket = rng.uniform(0.2, 0.9, 3)
+    pattern = rng.choice(3)
+    layer = np.broadcast_to(blanket, (h, w, 3)) + 0.05 * _smooth_field(rng, size, 4, 3)
+    if pattern == 1:
+        layer = np.where((((xx - bx0) % rng.uniform(5, 9)) < 2.5)[:, :, None], layer * 0.7, layer)
+    elif pattern == 2:
+        p = rng.uniform(5, 9)
+        layer = np.where((((xx // p) + (yy // p)) % 2 == 0)[:, :, None], layer * 0.75, layer)
+    bed_bottom = rng.uniform(0.86, 0.98) * h
+    spread = rng.uniform(2, 6)
+    bed = _polygon_mask(
+        size,
+        [
+            (bx0 - 1, blanket_top),
+            (bx1 + 1, blanket_top),
+            (bx1 + spread, bed_bottom),
+            (bx0 - spread, bed_bottom),
+        ],
+    )
+    _fill(canvas, bed, layer)
+    _fill(canvas, bed & (yy < blanket_top + rng.uniform(3, 5)), rng.uniform(0.85, 0.98))  # sheet fold
+    pillows = int(rng.integers(1, 3))
+    pw = (bx1 - bx0) / pillows
+    for k in range(pillows):
+        cx, cy = bx0 + pw * (k + 0.5), blanket_top - rng.uniform(1, 3)
+        pillow = ((xx - cx) / (0.38 * pw)) ** 2 + ((yy - cy) / rng.uniform(3, 4.5)) ** 2 <= 1
+        _fill(canvas, pillow, rng.uniform(0.85, 1.0) * np.array([1.0, 1.0, 0.97]))
+    if rng.random() < 0.5:  # a bedside table with a lamp
+        nx = bx1 + 3 if rng.random() < 0.5 and bx1 < w - 16 else max(bx0 - 15, 1)
+        ny = floor_y - rng.uniform(8, 12)
+        _fill(canvas, (xx >= nx) & (xx <= nx + 12) & (yy >= ny) & (yy <= floor_y + 5), wood * 1.2)
+        shade = [(nx + 3, ny - 7), (nx + 9, ny - 7), (nx + 11, ny - 1), (nx + 1, ny - 1)]
+        _fill(canvas, _polygon_mask(size, shade), rng.uniform([0.85, 0.75, 0.5], [1.0, 0.95, 0.75]))
+    return canvas, []
+
+
+def _scene_coast(
+    rng: np.random.Generator, size: tuple[int, int], yy: np.ndarray, xx: np.ndarray
+) -> tuple[np.ndarray, list[_Shape]]:
+    """Sky over the sea, waves, a foam line and a sandy beach; sometimes a cliff, a boat, a bird."""
+    h, w = size
+    horizon = rng.uniform(0.3, 0.5) * h
+    canvas = _sky(rng, size, horizon)
+    shore = rng.uniform(0.62, 0.82) * h + rng.uniform(1, 4) * np.sin(
+        xx * rng.uniform(0.05, 0.15) + rng.uniform(0, 6.3)
+    )
+    deep, shallow = (
+        rng.uniform([0.05, 0.2, 0.35], [0.15, 0.4, 0.6]),
+        rng.uniform([0.1, 0.45, 0.55], [0.3, 0.7, 0.75]),
+    )
+    t = np.clip((yy - horizon) / np.maximum(shore - horizon, 1), 0, 1)[:, :, None]
+    sea = deep * (1 - t) + shallow * t
+    waves = np.sin(
+        yy * rng.uniform(0.8, 1.4) + 2.5 * np.sin(xx * rng.uniform(0.1, 0.3) + rng.uniform(0, 6.3))
+    )
+    sea = np.where((waves > 0.85)[:, :, None], sea + 0.2, sea)
+    _fill(canvas, yy >= horizon, sea)
+    sand = _ground(rng, size, "gravel", (0.75, 0.65, 0.45), (0.95, 0.85, 0.65), (2.0, 4.0))
+    _fill(canvas, yy >= shore, sand)
+    _fill(canvas, np.abs(yy - shore) < rng.uniform(1.0, 2.0), 0.93)
+    if rng.random() < 0.35:  # a cliff rising from one side
+        x_in = rng.uniform(0.15, 0.35) * w
+        top = horizon - rng.uniform(0.1, 0.25) * h
+        pts = [
+            (-1, top),
+            (x_in * 0.6, top + 3),
+            (x_in, horizon + 4),
+            (x_in * 1.3, float(shore.min()) + 2),
+            (-1, h),
+        ]
+        if rng.random() < 0.5:
+            pts = [(w - x, y) for x, y in pts]
+        rock = _ground(rng, size, "gravel", (0.3, 0.25, 0.2), (0.5, 0.42, 0.35), (1.5, 2.5))
+        _fill(canvas, _polygon_mask(size, pts), rock)
+    shapes = []
+    if rng.random() < 0.5:
+        y0, y1 = horizon / h + 0.06, float(shore.min()) / h - 0.06
+        if y1 > y0:
+            shapes.append(_sample_shape(rng, size, "boat", (0.06, 0.1), (0.15, y0, 0.85, y1), 10.0))
+    if rng.random() < 0.2:
+        shapes.append(
+            _sample_shape(rng, size, "bird", (0.04, 0.07), (0.1, 0.05, 0.9, horizon / h * 0.8), 25.0)
+        )
+    return canvas, shapes
+
+
+def _scene_forest_path(
+    rng: np.random.Generator, size: tuple[int, int], yy: np.ndarray, xx: np.ndarray
+) -> tuple[np.ndarray, list[_Shape]]:
+    """Dense foliage and tree trunks either side of a light path winding into the distance."""
+    h, w = size
+    canvas = _ground(rng, size, "grass", (0.12, 0.3, 0.08), (0.3, 0.55, 0.2), (1.5, 3.0))
+    if rng.random() < 0.5:  # sky through the canopy
+        cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(-0.05, 0.15) * h
+        gap = ((xx - cx) / rng.uniform(8, 20)) ** 2 + ((yy - cy) / rng.uniform(6, 14)) ** 2
+        light = np.clip(1.5 - gap, 0, 1)[:, :, None] * rng.uniform(0.6, 0.9)
+        canvas = canvas * (1 - light) + rng.uniform(0.8, 0.95) * light
+    vx, vy = rng.uniform(0.35, 0.65) * w, rng.uniform(0.35, 0.55) * h
+    undergrowth = _ground(rng, size, "grass", (0.25, 0.45, 0.12), (0.45, 0.7, 0.28), (2.0, 4.0))
+    _fill(canvas, yy >= vy, undergrowth)
+    depth = np.clip((yy - vy) / (h - vy), 0, 1)
+    bend = rng.uniform(-0.25, 0.25) * w
+    centre = vx + bend * depth**2
+    half = 0.5 + rng.uniform(0.22, 0.42) * w * depth
+    path = (yy >= vy) & (np.abs(xx - centre) <= half)
+    dirt = _ground(rng, size, "gravel", (0.5, 0.38, 0.25), (0.75, 0.62, 0.45), (2.0, 4.0))
+    _fill(canvas, path, dirt)
+    trunks = sorted(
+        (rng.uniform(1.2, 6.0), rng.uniform(0, w), rng.uniform(vy + 2, h))
+        for _ in range(int(rng.integers(5, 11)))
+    )
+    bark = rng.uniform([0.18, 0.1, 0.05], [0.4, 0.28, 0.15])
+    for width, x, base in trunks:  # thin (far) first
+        row = min(int(base), h - 1)
+        if abs(x - centre[row, 0]) < half[row, 0] + width:  # keep the path clear
+            x = centre[row, 0] + np.sign(x - centre[row, 0] + 1e-6) * (half[row, 0] + width + 1)
+        shade = 1 - 0.4 * np.clip((xx - x) / width, -1, 1)[:, :, None] ** 2
+        _fill(canvas, (np.abs(xx - x) <= width / 2) & (yy <= base), bark * shade)
+    shapes = []
+    if rng.random() < 0.25:
+        shapes.append(_sample_shape(rng, size, "person", (0.06, 0.1), (0.4, 0.65, 0.6, 0.85), 8.0))
+    return canvas, shapes
+
+
+def _scene_highway(
+    rng: np.random.Generator, size: tuple[int, int], yy: np.ndarray, xx: np.ndarray
+) -> tuple[np.ndarray, list[_Shape]]:
+    """A multi-lane road in perspective with lane markings and cars, grass verges, sometimes a sign."""
+    h, w = size
+    horizon = rng.uniform(0.38, 0.52) * h
+    canvas = _sky(rng, size, horizon)
+    _fill(canvas, yy >= horizon, _ground(rng, size, "grass", (0.3, 0.45, 0.15), (0.55, 0.7, 0.35)))
+    if rng.random() < 0.5:  # a distant tree line
+        band = horizon - rng.uniform(1, 4) + 2 * _smooth_field(rng, (1, w), 8, 1)[0, :, 0]
+        _fill(canvas, (yy >= band) & (yy < horizon + 1), rng.uniform([0.1, 0.2, 0.08], [0.25, 0.38, 0.2]))
+    vx = rng.uniform(0.35, 0.65) * w
+    left_b, right_b = rng.uniform(-0.5, 0.05) * w, rng.uniform(0.95, 1.5) * w
+    depth = np.clip((yy - horizon) / (h - horizon), 0, 1)
+    road_l, road_r = vx - 1 + (left_b - vx + 1) * depth, vx + 1 + (right_b - vx - 1) * depth
+    road = (yy >= horizon) & (xx >= road_l) & (xx <= road_r)
+    grey = rng.uniform(0.3, 0.45)
+    asphalt = (
+        _ground(rng, size, "gravel", (grey, grey, grey + 0.02), (grey, grey, grey + 0.04), (3.0, 5.0)) * 0.8
+    )
+    _fill(canvas, road, asphalt)
+    line_w = 0.3 + 1.0 * depth
+    edge = road & ((np.abs(xx - road_l - 2 * depth) < line_w) | (np.abs(xx - road_r + 2 * depth) < line_w))
+    _fill(canvas, edge, rng.choice([0.92, 0.85]) * np.array([1.0, 1.0, rng.choice([1.0, 0.3])]))
+    lanes = int(rng.integers(2, 5))
+    dashes = (np.sqrt(depth) * rng.uniform(6, 10) + rng.uniform(0, 1)) % 1 < 0.5
+    for k in range(1, lanes):
+        x_line = road_l + (road_r - road_l) * k / lanes
+        _fill(canvas, road & dashes & (np.abs(xx - x_line) < line_w), 0.92)
+    if rng.random() < 0.3:  # an overhead sign on two posts
+        sx = rng.uniform(0.1, 0.6) * w
+        sy = rng.uniform(0.08, 0.2) * h
+        sw, sh = rng.uniform(0.2, 0.35) * w, rng.uniform(0.08, 0.14) * h
+        for px in (sx + 1, sx + sw - 1):
+            _fill(canvas, (np.abs(xx - px) < 0.8) & (yy >= sy) & (yy <= horizon + 4), 0.5)
+        _fill(
+            canvas, (xx >= sx) & (xx <= sx + sw) & (yy >= sy) & (yy <= sy + sh), np.array([0.05, 0.45, 0.2])
+        )
+    y0 = min(horizon / h + 0.12, 0.85)
+    cars = int(rng.integers(1, 4))
+    return canvas, [
+        _sample_shape(rng, size, "car", (0.05, 0.1), (0.25, y0, 0.75, 0.9), 8.0) for _ in range(cars)
+    ]
+
+
+def _scene_kitchen(
+    rng: np.random.Generator, size: tuple[int, int], yy: np.ndarray, xx: np.ndarray
+) -> tuple[np.ndarray, list[_Shape]]:
+    """Tiled wall, wall cabinets, a counter with bottles on it, base cabinets, sometimes an oven."""
+    h, w = size
+    counter_y = rng.uniform(0.5, 0.62) * h
+    floor_y = rng.uniform(0.88, 0.97) * h
+    tile = rng.uniform(0.7, 0.97, 3)
+    p = rng.uniform(5, 9)
+    grout = ((xx % p) < 1) | ((yy % p) < 1)
+    canvas = np.where(grout[:, :, None], tile * 0.75, tile).astype(np.float32)
+    if rng.random() < 0.5:
+        finish = rng.uniform([0.45, 0.3, 0.18], [0.7, 0.5, 0.32])  # wood
+    else:
+        finish = rng.uniform(0.6, 0.95, 3)  # painted
+    door = rng.uniform(12, 20)
+    offset = rng.uniform(0, door)
+
+    def cabinets(mask: np.ndarray, handle_y: np.ndarray) -> None:
+        _fill(canvas, mask, finish)
+        _fill(canvas, mask & (((xx - offset) % door) < 1), finish * 0.6)
+        handle = mask & (np.abs(((xx - offset) % door) - door / 2) < 1.5) & handle_y
+        _fill(canvas, handle, 0.2)
+
+    if rng.random() < 0.75:
+        upper_y = rng.uniform(0.18, 0.3) * h
+        ux0, ux1 = rng.uniform(0, 0.2) * w, rng.uniform(0.6, 1.0) * w
+        cabinets((xx >= ux0) & (xx <= ux1) & (yy <= upper_y), np.abs(yy - upper_y + 3) < 1)
+    if rng.random() < 0.45:  # a window over the counter
+        wx0 = rng.uniform(0.15, 0.55) * w
+        wx1, wy0, wy1 = wx0 + rng.uniform(0.2, 0.3) * w, counter_y - rng.uniform(0.22, 0.3) * h, counter_y - 4
+        frame = (xx >= wx0) & (xx <= wx1) & (yy >= wy0) & (yy <= wy1)
+        _fill(canvas, frame, 0.95)
+        inner = (xx >= wx0 + 2) & (xx <= wx1 - 2) & (yy >= wy0 + 2) & (yy <= wy1 - 2)
+        _fill(canvas, inner, _sky(rng, size, wy1))
+    top_h = rng.uniform(2, 4)
+    cabinets((yy >= counter_y + top_h) & (yy <= floor_y), np.abs(yy - counter_y - top_h - 3) < 1)
+    worktop = _ground(rng, size, "gravel", (0.15, 0.15, 0.15), (0.9, 0.88, 0.85), (3.0, 5.0))
+    _fill(canvas, (yy >= counter_y) & (yy < counter_y + top_h), worktop)
+    if rng.random() < 0.4:  # an oven door in the base cabinets
+        ox = rng.uniform(0.1, 0.65) * w
+        oven = (
+            (xx >= ox)
+            & (xx <= ox + rng.uniform(16, 22))
+            & (yy >= counter_y + top_h + 2)
+            & (yy <= floor_y - 2)
+        )
+        _fill(canvas, oven, rng.uniform(0.15, 0.3))
+        ys, xs = np.nonzero(oven)
+        if len(ys):
+            glass = (
+                oven
+                & (yy >= ys.min() + 5)
+                & (yy <= ys.max() - 4)
+                & (xx >= xs.min() + 3)
+                & (xx <= xs.max() - 3)
+            )
+            _fill(canvas, glass, 0.05)
+    light, dark = rng.uniform(0.6, 0.95, 3), rng.uniform(0.1, 0.45, 3)
+    q = rng.uniform(6, 10)
+    floor = np.where(((xx // q + yy // q) % 2 == 0)[:, :, None], light, dark)
+    _fill(canvas, yy > floor_y, floor)
+    n = int(rng.integers(1, 4))
+    cy = counter_y / h - 0.08
+    return canvas, [
+        _sample_shape(rng, size, "bottle", (0.05, 0.075), (0.1, cy - 0.01, 0.9, cy), 5.0) for _ in range(n)
+    ]
+
+
+def _ridge(rng: np.random.Generator, w: int, top: float, bottom: float, peaks: int) -> np.ndarray:
+    """A jagged skyline [W] (y in pixels): ``peaks`` summits near ``top`` alternating with saddles
+    near ``bottom``, and a rough random walk along the whole line."""
+    span = bottom - top
+    xs = np.sort(rng.uniform(-0.1 * w, 1.1 * w, size=2 * peaks + 1))
+    summit = np.arange(len(xs)) % 2 == 1
+    ys = np.where(summit, top, bottom) + np.where(summit, 1, -1) * rng.uniform(0, 0.35, len(xs)) * span
+    line = np.interp(np.arange(w, dtype=np.float64), xs, ys)
+    return (line + np.cumsum(rng.normal(0, 0.8, size=w)) * 0.5).astype(np.float32)
+
+
+def _scene_mountain(
+    rng: np.random.Generator, size: tuple[int, int], yy: np.ndarray, xx: np.ndarray
+) -> tuple[np.ndarray, list[_Shape]]:
+    """Two ranges of jagged peaks (a hazy far one, often snow-capped, and a rocky near one)."""
+    h, w = size
+    base = rng.uniform(0.6, 0.78) * h
+    canvas = _sky(rng, size, base)
+    top, bottom = rng.uniform(0.06, 0.2) * h, rng.uniform(0.4, 0.55) * h
+    far = _ridge(rng, w, top, bottom, int(rng.integers(2, 5)))[None, :]
+    haze = rng.uniform([0.4, 0.45, 0.55], [0.6, 0.65, 0.78])
+    rock = _ground(rng, size, "gravel", (0.3, 0.3, 0.32), (0.5, 0.5, 0.55), (2.0, 4.0))
+    far_mask = yy >= far
+    _fill(canvas, far_mask, 0.6 * haze + 0.4 * rock)
+    if rng.random() < 0.7:  # snow caps
+        cap = far_mask & (yy < far + rng.uniform(4, 10)) & (yy < rng.uniform(0.3, 0.45) * h)
+        _fill(canvas, cap, rng.uniform(0.88, 1.0) * np.array([0.97, 0.98, 1.0]))
+    near = _ridge(rng, w, rng.uniform(0.3, 0.45) * h, base, int(rng.integers(1, 4)))[None, :]
+    near_rock = _ground(rng, size, "gravel", (0.25, 0.2, 0.15), (0.45, 0.4, 0.32), (1.5, 3.0))
+    _fill(canvas, yy >= near, near_rock)
+    if rng.random() < 0.6:  # a green valley floor
+        meadow = _ground(rng, size, "grass", (0.25, 0.4, 0.12), (0.45, 0.6, 0.25))
+        _fill(canvas, yy >= base + 2 * _smooth_field(rng, (1, w), 5, 1)[0, :, 0], meadow)
+    shapes = []
+    if rng.random() < 0.3:
+        shapes.append(_sample_shape(rng, size, "bird", (0.04, 0.07), (0.1, 0.04, 0.9, 0.12), 25.0))
+    return canvas, shapes
+
+
+def _scene_pasture(
+    rng: np.random.Generator, size: tuple[int, int], yy: np.ndarray, xx: np.ndarray
+) -> tuple[np.ndarray, list[_Shape]]:
+    """Rolling green fields under the sky, a tree line, sometimes a fence, grazing animals."""
+    h, w = size
+    horizon = rng.uniform(0.3, 0.5) * h
+    canvas = _sky(rng, size, horizon)
+    if rng.random() < 0.6:  # trees along the horizon
+        crowns = np.zeros(size, bool)
+        for x in np.sort(rng.uniform(0, w, size=int(rng.integers(4, 12)))):
+            r = rng.uniform(2, 6)
+            crowns |= (xx - x) ** 2 + (yy - horizon + r * 0.6) ** 2 <= r**2
+        _fill(canvas, crowns, rng.uniform([0.1, 0.22, 0.06], [0.25, 0.4, 0.16]))
+    grass = _ground(rng, size, "grass", (0.45, 0.62, 0.18), (0.7, 0.85, 0.4), (2.0, 4.0))
+    hill = horizon + rng.uniform(0.5, 3) * np.sin(xx * rng.uniform(0.03, 0.08) + rng.uniform(0, 6.3))
+    _fill(canvas, yy >= hill, grass)
+    if rng.random() < 0.5:  # a nearer field in another shade
+        second = (
+            hill + rng.uniform(0.1, 0.25) * h + 3 * np.sin(xx * rng.uniform(0.03, 0.08) + rng.uniform(0, 6.3))
+        )
+        _fill(canvas, yy >= second, grass * rng.uniform(0.8, 1.15))
+    if rng.random() < 0.5:  # a fence
+        rail = rng.uniform(0.6, 0.75) * h
+        colour = rng.choice([0.9, 0.4]) * np.array([1.0, 0.85, 0.7])
+        gap = rng.uniform(4, 7)
+        spacing = rng.uniform(8, 14)
+        rails = (np.abs(yy - rail) < 0.7) | (np.abs(yy - rail - gap) < 0.7)
+        posts = ((xx % spacing) < 1.3) & (yy >= rail - 2) & (yy <= rail + gap + 4)
+        _fill(canvas, rails | posts, colour)
+    animals = ("cow", "sheep", "horse")
+    n = int(rng.integers(1, 5))
+    box = (0.05, min(horizon / h + 0.1, 0.85), 0.95, 0.92)
+    return canvas, [
+        _sample_shape(rng, size, animals[int(rng.integers(3))], (0.06, 0.11), box, 10.0) for _ in range(n)
+    ]
+
+
+# The mini Places205: real Places205 scene names (folder ``<first letter>/<name>``), one layout each.
+PLACES205_SCENES = {
+    "abbey": _scene_abbey,
+    "bedroom": _scene_bedroom,
+    "coast": _scene_coast,
+    "forest_path": _scene_forest_path,
+    "highway": _scene_highway,
+    "kitchen": _scene_kitchen,
+    "mountain": _scene_mountain,
+    "pasture": _scene_pasture,
+}
+PLACES205_CLASSES: tuple[str, ...] = tuple(sorted(PLACES205_SCENES))
+
+
+def render_places205_image(seed: int, split: str, class_index: int, index: int) -> Scene:
+    """Image ``index`` of scene class ``class_index`` (``PLACES205_CLASSES``) of the mini Places205.
+
+    The scene's layout (sky, ground, buildings, furniture) plus its objects drawn with their
+    class looks (cars on the highway, cows on the pasture, ...), then photographed: a random
+    crop (50-100% of the side), tilted by up to 6 degrees, a mirror image half of the time, and
+    colour jitter (hue +-24 degrees). Labels are per image (no instances).
+    """
+    rng = _rng(seed, f"places205_{split}", class_index, index)
+    size = (PLACES205_SIZE, PLACES205_SIZE)
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]].astype(np.float32)
+    canvas, shapes = PLACES205_SCENES[PLACES205_CLASSES[class_index]](rng, size, yy, xx)
+    canvas = np.ascontiguousarray(canvas, dtype=np.float32)
+    _paint(rng, canvas, shapes)
+    h, w = size
+    zoom = rng.uniform(0.5, 1.0)  # source pixels per output pixel
+    tilt = np.deg2rad(rng.uniform(-6, 6))
+    flip = -1.0 if rng.random() < 0.5 else 1.0
+    c, s = np.cos(tilt) * zoom, np.sin(tilt) * zoom
+    lin = np.array([[c, -s], [s, c]]) @ np.diag([flip, 1.0])
+    centre = np.array([w, h]) / 2 + rng.uniform(-0.5, 0.5, 2) * np.array([w, h]) * (1 - zoom)
+    warp = np.hstack([lin, (centre - lin @ (np.array([w, h]) / 2))[:, None]])
+    canvas = cv2.warpAffine(
+        canvas, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101
+    )
+    canvas = _jitter_colours(rng, canvas.reshape(-1, 3), strength=1.2).reshape(h, w, 3)
+    return Scene(_finish(rng, np.clip(canvas, 0, 1)))
+
+
+def places205_file(split: str, scene: str, index: int) -> str:
+    """``<letter>/<scene>/gsun_<32 hex>.jpg`` (relative to ``images256``), as Places205 names files."""
+    digest = hashlib.md5(f"places205/{split}/{scene}/{index}".encode()).hexdigest()
+    return f"{scene[0]}/{scene}/gsun_{digest}.jpg"
+
+
+# --------------------------------------------------------------------------------------------
+# iNaturalist 2018 species: colour and pattern variations of a few base looks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Species:
+    """One mini iNat18 category: a base look recoloured, with an optional pattern.
+
+    ``taxonomy`` is (kingdom, phylum, class, order, family, genus), the 2018 category fields.
+    """
+
+    id: int
+    name: str
+    supercategory: str
+    taxonomy: tuple[str, str, str, str, str, str]
+    look: str  # key of LOOKS: the shape and the texture whose light and shade the colour keeps
+    colour: tuple[float, float, float]
+    pattern: str = "plain"  # plain, stripes, spots, centre (a disk in the middle)
+    pattern_colour: tuple[float, float, float] = (0.08, 0.07, 0.06)
+
+
+_AVES = ("Animalia", "Chordata", "Aves", "Passeriformes")
+_LEPIDOPTERA = ("Animalia", "Arthropoda", "Insecta", "Lepidoptera")
+_ASTERACEAE = ("Plantae", "Tracheophyta", "Magnoliopsida", "Asterales", "Asteraceae")
+_AGARICOMYCETES = ("Fungi", "Basidiomycota", "Agaricomycetes")
+
+# Real species and taxonomy; ids lie in their supercategory's block of the 2018 id space
+# (Aves 805-2062, Fungi 2089-2409, Insecta 2410-4440, Plantae 4937-7853) but are not the real
+# species' ids. Listed from the most to the least frequent (the long tail of MiniSizes).
+# Species of one supercategory share a look: they differ only in colour and pattern.
+INAT18_SPECIES: tuple[Species, ...] = (
+    Species(1026, "Cardinalis cardinalis", "Aves", (*_AVES, "Cardinalidae", "Cardinalis"), "bird", (0.8, 0.15, 0.1)),
+    Species(3214, "Danaus plexippus", "Insecta", (*_LEPIDOPTERA, "Nymphalidae", "Danaus"), "cat", (0.92, 0.5, 0.1), "stripes"),
+    Species(1121, "Cyanocitta cristata", "Aves", (*_AVES, "Corvidae", "Cyanocitta"), "bird", (0.3, 0.48, 0.85), "stripes"),
+    Species(7410, "Taraxacum officinale", "Plantae", (*_ASTERACEAE, "Taraxacum"), "pottedplant", (0.98, 0.85, 0.15)),
+    Species(3580, "Vanessa cardui", "Insecta", (*_LEPIDOPTERA, "Nymphalidae", "Vanessa"), "cat", (0.9, 0.55, 0.2), "spots"),
+    Species(1352, "Passerina cyanea", "Aves", (*_AVES, "Cardinalidae", "Passerina"), "bird", (0.22, 0.38, 0.85)),
+    Species(2150, "Amanita muscaria", "Fungi", (*_AGARICOMYCETES, "Agaricales", "Amanitaceae", "Amanita"), "sheep", (0.85, 0.15, 0.08), "spots", (0.95, 0.93, 0.85)),
+    Species(3429, "Papilio glaucus", "Insecta", (*_LEPIDOPTERA, "Papilionidae", "Papilio"), "cat", (0.95, 0.8, 0.22), "stripes"),
+    Species(6342, "Rudbeckia hirta", "Plantae", (*_ASTERACEAE, "Rudbeckia"), "pottedplant", (0.95, 0.72, 0.12), "centre", (0.25, 0.13, 0.05)),
+    Species(2163, "Amanita pantherina", "Fungi", (*_AGARICOMYCETES, "Agaricales", "Amanitaceae", "Amanita"), "sheep", (0.52, 0.36, 0.2), "spots", (0.95, 0.93, 0.85)),
+)  # fmt: skip
+# Labels follow category ids, as the 2018 files are read (sslzoo.data.inat).
+INAT18_BY_ID: tuple[Species, ...] = tuple(sorted(INAT18_SPECIES, key=lambda s: s.id))
+INAT18_SIZE = 96
+
+
+def inat18_train_counts(sizes: MiniSizes) -> dict[str, int]:
+    """Train images per species: a geometric long tail from ``inat18_train_max`` (the first of
+    ``INAT18_SPECIES``) down to ``inat18_train_min`` (the last)."""
+    hi, lo = sizes.inat18_train_max, sizes.inat18_train_min
+    if not 1 <= lo <= hi:
+        raise SslzooError(f"MiniSizes: need 1 <= inat18_train_min ({lo}) <= inat18_train_max ({hi})")
+    last = len(INAT18_SPECIES) - 1
+    return {s.name: int(round(hi * (lo / hi) ** (k / last))) for k, s in enumerate(INAT18_SPECIES)}
+
+
+def _nature_background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """Out-of-focus foliage, leaf litter or sky [H, W, 3], independent of the species."""
+    kind = rng.choice(3, p=[0.5, 0.3, 0.2])
+    if kind == 0:
+        layer = _ground(rng, size, "grass", (0.2, 0.4, 0.12), (0.45, 0.7, 0.3), (1.5, 3.0))
+    elif kind == 1:
+        layer = _ground(rng, size, "gravel", (0.38, 0.28, 0.18), (0.6, 0.48, 0.32), (1.5, 3.0))
+    else:
+        layer = _sky(rng, size, size[0])
+    layer = cv2.GaussianBlur(np.ascontiguousarray(layer), (0, 0), rng.uniform(0.8, 2.0))
+    return np.clip(layer + 0.06 * _smooth_field(rng, size, 4, 3), 0, 1).astype(np.float32)
+
+
+def _paint_species(rng: np.random.Generator, canvas: np.ndarray, shape: _Shape, species: Species) -> None:
+    """Paint ``shape`` in the species' colour (keeping the look's texture as light and shade),
+    its pattern in object coordinates (turns with the object) at a per-individual contrast,
+    colour jitter, shading and outline."""
+    mask = shape.mask
+    if not mask.any():
+        return
+    h, w = canvas.shape[:2]
+    layer = _texture(rng, shape.look, (h, w), shape.centre, shape.radius, shape.theta)
+    lum = layer[mask].mean(axis=1)
+    lum = (lum / (lum.mean() + 1e-6))[:, None]
+    ys, xs = np.nonzero(mask)
+    dx, dy = (xs - shape.centre[0]) / shape.radius, (ys - shape.centre[1]) / shape.radius
+    c, s = np.cos(shape.theta), np.sin(shape.theta)
+    u, v = c * dx + s * dy, -s * dx + c * dy  # object coordinates
+    if species.pattern == "stripes":
+        period = rng.uniform(0.3, 0.45)
+        marked = ((v / period + rng.uniform(0, 1)) % 1) < rng.uniform(0.2, 0.32)
+    elif species.pattern == "spots":
+        count = int(rng.integers(4, 10))
+        centres = rng.choice(len(xs), size=min(count, len(xs)), replace=False)
+        radius = rng.uniform(0.08, 0.14)
+        marked = np.zeros(len(xs), bool)
+        for k in centres:
+            marked |= (u - u[k]) ** 2 + (v - v[k]) ** 2 <= radius**2
+    elif species.pattern == "centre":
+        marked = u**2 + v**2 <= rng.uniform(0.2, 0.32) ** 2
+    else:
+        marked = np.zeros(len(xs), bool)
+    base = np.asarray(species.colour, np.float32) * (0.6 + 0.4 * lum)
+    contrast = rng.uniform(0.55, 0.85)  # how strongly the pattern shows on this individual
+    ink = np.asarray(species.pattern_colour, np.float32) * (0.85 + 0.15 * lum)
+    mark = (1 - contrast) * base + contrast * ink
+    pix = _jitter_colours(rng, np.where(marked[:, None], mark, base), strength=0.5)
+    direction = rng.normal(size=2)
+    direction /= np.linalg.norm(direction) + 1e-9
+    along = (dx * direction[0] + dy * direction[1]).astype(np.float32)
+    canvas[mask] = pix * (1 + rng.uniform(0.05, 0.2) * along)[:, None]
+    edge = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    canvas[edge] *= 0.55
+
+
+def render_inat18_image(seed: int, split: str, class_index: int, index: int) -> Scene:
+    """Image ``index`` of category ``class_index`` (position in ``INAT18_BY_ID``, the label) of
+    the mini iNat18 ``split``: one organism, large and near the centre, on a natural background."""
+    rng = _rng(seed, f"inat18_{split}", class_index, index)
+    species = INAT18_BY_ID[class_index]
+    size = (INAT18_SIZE, INAT18_SIZE)
+    canvas = _nature_background(rng, size)
+    shape = _sample_shape(rng, size, species.look, (0.26, 0.36), (0.38, 0.38, 0.62, 0.62), 30.0)
+    _paint_species(rng, canvas, shape, species)
+    instance = Instance(species.name, shape.mask, shape.full_area, int(shape.mask.sum()))
+    return Scene(_finish(rng, np.clip(canvas, 0, 1)), [instance])
+
+
+def inat18_file(split: str, species: Species, index: int) -> str:
+    """``train_val2018/<supercategory>/<category id>/<32 hex>.jpg``, as iNat 2018 names files."""
+    digest = hashlib.md5(f"inat18/{split}/{species.id}/{index}".encode()).hexdigest()
+    return f"train_val2018/{species.supercategory}/{species.id}/{digest}.jpg"
+
+
+# --------------------------------------------------------------------------------------------
 # File writers
 # --------------------------------------------------------------------------------------------
 
@@ -1089,21 +1759,120 @@ def _write_cityscapes(root: Path, seed: int, sizes: MiniSizes) -> dict:
     return summary
 
 
-GENERATED = ("imagenet", "voc", "coco", "cityscapes")
+PLACES205_IMAGES = "data/vision/torralba/deeplearning/images256"  # under places205/, as extracted
+
+
+def _write_places205(root: Path, seed: int, sizes: MiniSizes) -> dict:
+    """``root/places205/<PLACES205_IMAGES>/<letter>/<scene>/gsun_*.jpg`` and the list files
+    ``root/places205/meta/{train,val}.txt`` (lines ``<letter>/<scene>/<file>.jpg <label>``,
+    relative to ``images256``), also under the names Places205 ships them with,
+    ``trainvalsplit_places205/{train,val}_places205.csv``."""
+    base = root / "places205"
+    counts = {}
+    for split, per_class in (
+        ("train", sizes.places205_train_per_class),
+        ("val", sizes.places205_val_per_class),
+    ):
+        lines = []
+        for label, scene in enumerate(PLACES205_CLASSES):
+            for i in range(per_class):
+                rel = places205_file(split, scene, i)
+                _save_jpeg(base / PLACES205_IMAGES / rel, render_places205_image(seed, split, label, i).image)
+                lines.append(f"{rel} {label}")
+        lines.sort()
+        _write_lines(base / "meta" / f"{split}.txt", lines)
+        _write_lines(base / "trainvalsplit_places205" / f"{split}_places205.csv", lines)
+        counts[split] = len(lines)
+    return {
+        "classes": [f"{scene[0]}/{scene}" for scene in PLACES205_CLASSES],
+        "images": counts,
+        "size": PLACES205_SIZE,
+    }
+
+
+def _write_inat18(root: Path, seed: int, sizes: MiniSizes) -> dict:
+    """``root/inat18/train_val2018/<supercategory>/<id>/*.jpg`` and ``root/inat18/{train,val}2018.json``
+    in the iNat 2018 format (file names relative to ``root/inat18``)."""
+    base = root / "inat18"
+    train_counts = inat18_train_counts(sizes)
+    categories = [
+        {
+            "id": s.id,
+            "name": s.name,
+            "supercategory": s.supercategory,
+            **dict(zip(("kingdom", "phylum", "class", "order", "family", "genus"), s.taxonomy, strict=True)),
+        }
+        for s in INAT18_BY_ID
+    ]
+    image_id = 0
+    counts = {}
+    for split in ("train", "val"):
+        images, annotations = [], []
+        for label, species in enumerate(INAT18_BY_ID):
+            per_class = train_counts[species.name] if split == "train" else sizes.inat18_val_per_class
+            for i in range(per_class):
+                rel = inat18_file(split, species, i)
+                _save_jpeg(base / rel, render_inat18_image(seed, split, label, i).image)
+                images.append(
+                    {
+                        "id": image_id,
+                        "file_name": rel,
+                        "width": INAT18_SIZE,
+                        "height": INAT18_SIZE,
+                        "license": 1,
+                        "rights_holder": "sslzoo",
+                    }
+                )
+                annotations.append({"id": image_id, "image_id": image_id, "category_id": species.id})
+                image_id += 1
+        doc = {
+            "info": {
+                "year": 2018,
+                "version": "1.0",
+                "description": "sslzoo mini iNaturalist 2018",
+                "contributor": "sslzoo",
+                "url": "",
+                "date_created": "2018-01-01 00:00:00",
+            },
+            "images": images,
+            "categories": categories,
+            "annotations": annotations,
+            "licenses": [{"id": 1, "name": "synthetic", "url": ""}],
+        }
+        write_json(base / f"{split}2018.json", doc, indent=None)
+        counts[split] = len(images)
+    return {
+        "classes": [s.name for s in INAT18_BY_ID],
+        "images": counts,
+        "train_per_class": train_counts,
+        "val_per_class": sizes.inat18_val_per_class,
+        "size": INAT18_SIZE,
+    }
+
+
+GENERATED = ("imagenet", "voc", "coco", "cityscapes", "places205", "inat18")
 
 
 def make_mini_data(out: Path, seed: int = 0, sizes: MiniSizes | None = None) -> dict:
     """Write the mini datasets under ``out`` and, last, ``out/summary.json``; return the summary.
 
-    Existing ``out/{imagenet,voc,coco,cityscapes}`` folders are replaced (nothing else under
-    ``out`` is touched), so a rerun never leaves stale images behind. Same seed and sizes give
-    byte-identical files.
+    Writes ``imagenet/``, ``voc/``, ``coco/``, ``cityscapes/``, ``places205/`` and ``inat18/``
+    (layouts in the module docstring; how many images each holds: ``sizes``, default
+    ``MiniSizes()``). Existing folders of those names are replaced (nothing else under ``out``
+    is touched), so a rerun never leaves stale images behind. The summary holds the seed, the
+    sizes and each dataset's classes and image counts (per class for the long-tailed iNat18).
+    Same seed and sizes give byte-identical files.
+
+    Raises:
+        SslzooError: a negative or non-integer seed, or sizes with ``inat18_train_min`` outside
+            ``1..inat18_train_max``; both before anything is written.
     """
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise SslzooError(
             f"mini data seed must be a non-negative integer, got {seed!r} (config key mini_data.seed)"
         )
     sizes = sizes or MiniSizes()
+    inat18_train_counts(sizes)  # refuses an impossible long tail before anything is deleted
     out = Path(out)
     start = time.perf_counter()
     (out / "summary.json").unlink(missing_ok=True)
@@ -1118,6 +1887,8 @@ def make_mini_data(out: Path, seed: int = 0, sizes: MiniSizes | None = None) -> 
         "voc": _write_voc(out, seed, sizes),
         "coco": _write_coco(out, seed, sizes),
         "cityscapes": _write_cityscapes(out, seed, sizes),
+        "places205": _write_places205(out, seed, sizes),
+        "inat18": _write_inat18(out, seed, sizes),
     }
     write_json(out / "summary.json", summary)
     summary["seconds"] = round(
