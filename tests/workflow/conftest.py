@@ -15,9 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """Run ``snakemake`` on the repository's Snakefile with ``workdir`` as working directory."""
     cmd = [
-        sys.executable, "-m", "snakemake",
-        "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
         *args,
     ]
     env_path = str(Path(sys.executable).parent)
