@@ -14,6 +14,7 @@ from types import ModuleType
 
 from sslzoo.errors import SslzooError
 from sslzoo.steps import (
+    detection_benchmark,
     extract_backbone,
     extract_features,
     inat_manifest,
@@ -23,6 +24,7 @@ from sslzoo.steps import (
     manifest,
     pretrain,
     random_backbone,
+    segmentation_benchmark,
     semi_benchmark,
     semi_select,
     tables,
@@ -40,6 +42,8 @@ STEPS: dict[str, ModuleType] = {
     "linear": linear_benchmark,
     "semi": semi_benchmark,
     "semi-select": semi_select,
+    "detection": detection_benchmark,
+    "segmentation": segmentation_benchmark,
     "tables": tables,
 }
 

@@ -1,0 +1,222 @@
+"""Object detection benchmarks: VOC07+12 Faster R-CNN R50-C4 and COCO Mask R-CNN R50-FPN 1x.
+
+The MoCo detection protocol (PROTOCOLS.md "Detection") that MMSelfSup's model zoo reports:
+the whole pretrained ResNet is fine-tuned inside a detector and the test-set AP is the metric.
+Two engines read the same protocol file (``config/benchmarks/det_*.yaml``):
+
+- ``torchvision`` (default, runs everywhere, CPU included): the detectors of
+  :mod:`.models` trained by :func:`.train.train_iterations` and scored by :mod:`.evaluate`;
+- ``detectron2`` (:mod:`.detectron2_engine`): MoCo's own tool chain, when detectron2 is
+  installed; a clear error otherwise.
+
+:func:`detection_benchmark` is the ``detection`` step: it writes
+``results/benchmarks/{benchmark}/{model}/metrics.json`` with the table's columns (in %):
+``AP50``, ``AP``, ``AP75`` for ``det_voc0712``; ``mAP(Box)``, ``AP50(Box)``, ``AP75(Box)``,
+``mAP(Mask)``, ``AP50(Mask)``, ``AP75(Mask)`` for ``det_coco``; and ``meta``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sslzoo.errors import SslzooError
+
+
+def _required(paths: dict[str, Any], names: tuple[str, ...], dataset: str, config_path: str) -> None:
+    missing = [name for name in names if not paths.get(name)]
+    if missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        raise SslzooError(f"{config_path}: dataset {dataset} needs {flags}")
+    for name in names:
+        if not Path(paths[name]).exists():
+            raise SslzooError(f"--{name.replace('_', '-')} {paths[name]}: not found")
+
+
+def detection_benchmark(
+    backbone_path: str | os.PathLike[str],
+    config_path: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    voc07: str | os.PathLike[str] | None = None,
+    voc12: str | os.PathLike[str] | None = None,
+    coco_images_train: str | os.PathLike[str] | None = None,
+    coco_ann_train: str | os.PathLike[str] | None = None,
+    coco_images_val: str | os.PathLike[str] | None = None,
+    coco_ann_val: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    ctx: Any = None,
+) -> dict[str, Any] | None:
+    """Fine-tune a detector from ``backbone_path`` with protocol ``config_path``; write metrics.json.
+
+    Args:
+        backbone_path: ``results/backbones/{model}.pth`` (torchvision ResNet state dict).
+        config_path: ``config/benchmarks/det_*.yaml``.
+        work_dir: resume state and logs (kept between reruns).
+        out_path: the metrics file; benchmark and model are its two parent directory names.
+        voc07, voc12: ``VOCdevkit/VOC2007`` and ``VOCdevkit/VOC2012`` (dataset ``voc0712``:
+            trained on both ``trainval`` sets, tested on VOC2007 ``test``).
+        coco_images_train, coco_ann_train, coco_images_val, coco_ann_val: COCO image folders and
+            ``instances_*.json`` files (dataset ``coco``).
+        seed: data order, augmentation and head initialisation.
+        ctx: a :class:`~sslzoo.engine.dist.DistContext` (default: from the torchrun environment).
+
+    Returns:
+        The metrics on rank 0, None on the other processes.
+    """
+    import torch
+
+    from sslzoo.benchmarks.detection.detectron2_engine import require_detectron2, run_detectron2_benchmark
+    from sslzoo.benchmarks.detection.evaluate import (
+        coco_metrics,
+        coco_results,
+        predict,
+        voc_detection_metrics,
+    )
+    from sslzoo.benchmarks.detection.models import build_detector, convert_sync_batchnorm
+    from sslzoo.benchmarks.detection.train import (
+        IterationSettings,
+        broadcast_buffers,
+        load_detection_config,
+        precise_bn,
+        train_iterations,
+    )
+    from sslzoo.benchmarks.linear import file_digest, norm_param_groups
+    from sslzoo.checkpoints import load_backbone
+    from sslzoo.data.detection import CocoDetection, VocDetection, collate_detection
+    from sslzoo.engine.dist import init_distributed
+    from sslzoo.engine.trainer import move_to_device
+    from sslzoo.io import git_revision, write_json
+
+    config_path = str(config_path)
+    cfg, raw = load_detection_config(config_path)
+    paths = {
+        "voc07": voc07,
+        "voc12": voc12,
+        "coco_images_train": coco_images_train,
+        "coco_ann_train": coco_ann_train,
+        "coco_images_val": coco_images_val,
+        "coco_ann_val": coco_ann_val,
+    }
+    if cfg.dataset == "voc0712":
+        _required(paths, ("voc07", "voc12"), cfg.dataset, config_path)
+    else:
+        _required(
+            paths,
+            ("coco_images_train", "coco_ann_train", "coco_images_val", "coco_ann_val"),
+            cfg.dataset,
+            config_path,
+        )
+    out_path = Path(out_path)
+    meta: dict[str, Any] = {
+        "benchmark": out_path.parent.parent.name,
+        "model": out_path.parent.name,
+        "config": raw,
+        "config_path": config_path,
+        "engine": cfg.engine,
+        "git_rev": git_revision(),
+        "backbone": str(backbone_path),
+        "datasets": {k: str(v) for k, v in paths.items() if v is not None},
+        "seed": seed,
+        "max_iter": cfg.solver.max_iter,
+    }
+
+    if cfg.engine == "detectron2":
+        require_detectron2(config_path)
+        metrics = run_detectron2_benchmark(cfg, config_path, backbone_path, work_dir, paths, seed)
+        if metrics is None:
+            return None
+        result = {**metrics, "meta": {**meta, "iterations": cfg.solver.max_iter}}
+        write_json(out_path, result)
+        return result
+
+    ctx = ctx or init_distributed()
+    state_dict = load_backbone(backbone_path)
+    flip = cfg.input.flip_prob
+    if cfg.dataset == "voc0712":
+        train_set: Any = VocDetection([(voc07, "trainval"), (voc12, "trainval")], train=True, flip_prob=flip)  # type: ignore[list-item]
+        test_set: Any = VocDetection([(voc07, "test")])  # type: ignore[list-item]
+        num_classes = len(test_set.classes)
+    else:
+        with_masks = cfg.model.arch == "mask_rcnn_fpn"
+        train_set = CocoDetection(
+            coco_images_train, coco_ann_train, train=True, with_masks=with_masks, flip_prob=flip
+        )  # type: ignore[arg-type]
+        test_set = CocoDetection(coco_images_val, coco_ann_val, train=False, with_masks=False)  # type: ignore[arg-type]
+        if train_set.category_ids != test_set.category_ids:
+            raise SslzooError(f"{coco_ann_train} and {coco_ann_val}: different category lists")
+        num_classes = len(test_set.category_ids)
+
+    torch.manual_seed(seed)
+    model = build_detector(num_classes, cfg.model, cfg.input, state_dict).to(ctx.device)
+    model = convert_sync_batchnorm(model, cfg.model.norm, ctx.distributed, ctx.device)
+    sol = cfg.solver
+    optimizer = torch.optim.SGD(
+        norm_param_groups(model, sol.base_lr, sol.weight_decay, sol.weight_decay_norm),
+        lr=sol.base_lr,
+        momentum=sol.momentum,
+    )
+    schedule = sol.schedule()
+    device = ctx.device
+
+    def step_losses(runner: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, targets = move_to_device(batch, device)
+        return runner(images, targets)
+
+    settings = IterationSettings(sol.max_iter, sol.batch_size, cfg.workers, sol.checkpoint_period)
+    fingerprint = {"config": raw, "seed": seed, "backbone": file_digest(backbone_path)}
+    summary = train_iterations(
+        model,
+        optimizer,
+        train_set,
+        settings,
+        schedule.lr,
+        step_losses,
+        work_dir,
+        fingerprint,
+        collate_fn=collate_detection,
+        seed=seed,
+        ctx=ctx,
+    )
+    precise_bn(
+        model,
+        train_set,
+        step_losses,
+        cfg.test.precise_bn_iters,
+        summary["per_process_batch"],
+        collate_fn=collate_detection,
+        seed=seed,
+        ctx=ctx,
+        workers=cfg.workers,
+    )
+    broadcast_buffers(model, ctx)
+    predictions = predict(model, test_set, ctx, batch_size=cfg.test.batch_size, workers=cfg.workers)
+    if not ctx.is_main:
+        return None
+    if cfg.dataset == "voc0712":
+        scores = voc_detection_metrics(
+            predictions, test_set.annotations, test_set.classes, use_07_metric=True
+        )
+        metrics: dict[str, Any] = {k: scores[k] for k in ("AP50", "AP", "AP75")}
+        extra = {"per_class_AP50": scores["per_class_AP50"], "AP_per_threshold": scores["AP_per_threshold"]}
+    else:
+        results = coco_results(predictions, test_set.image_ids, test_set.category_ids)
+        iou_types = ("bbox", "segm") if cfg.model.arch == "mask_rcnn_fpn" else ("bbox",)
+        metrics = coco_metrics(test_set.coco, results, iou_types, test_set.image_ids)
+        extra = {"detections": len(results)}
+    result = {
+        **metrics,
+        "meta": {
+            **meta,
+            **summary,
+            **extra,
+            "world_size": ctx.world_size,
+            "num_train": len(train_set),
+            "num_test": len(test_set),
+            "num_classes": num_classes,
+        },
+    }
+    write_json(out_path, result)
+    return result

@@ -1,0 +1,503 @@
+"""Detection protocol files and the iteration-based fine-tuning loop (shared with segmentation).
+
+**Protocol file** (``config/benchmarks/det_*.yaml``, :func:`load_detection_config`): ``dataset``
+(``voc0712`` | ``coco``), ``engine`` (``torchvision`` | ``detectron2``), ``model`` (keys of
+:class:`~sslzoo.benchmarks.detection.models.ModelConfig`), ``input``
+(:class:`~sslzoo.benchmarks.detection.models.InputConfig`), ``solver``
+(:class:`SolverConfig`), ``test`` (:class:`EvalConfig`), ``workers``.
+
+**Schedule** (detectron2 ``solver/lr_scheduler.py`` ``WarmupMultiStepLR``): at iteration i the lr
+is ``base_lr * warmup(i) * gamma ** #{s in steps : i >= s}`` with the linear warm-up
+``warmup(i) = warmup_factor * (1 - i / W) + i / W`` for ``i < W = warmup_iters``. SGD with
+momentum; norm-layer parameters use ``weight_decay_norm`` (detectron2 ``WEIGHT_DECAY_NORM``, 0).
+
+**Loop** (:func:`train_iterations`), iteration-based like detectron2's ``SimpleTrainer`` and
+mmcv's ``IterBasedRunner``: ``batch_size`` is the total over the torchrun processes. The sample
+stream (:class:`IterationSampler`) is the epoch permutations of
+:class:`~sslzoo.engine.trainer.EpochSampler` laid end to end, so iteration i reads the same
+images whatever happened before, and each sample carries its own augmentation seed; the
+global generators are reseeded from ``(seed, iteration, rank)`` before every step (multi-scale
+choice, RPN/RoI sampling, dropout). ``work_dir/latest.pth`` (model, optimizer, iteration,
+fingerprint) is written atomically every ``checkpoint_period`` iterations and at the end; a run
+killed at any point resumes from it and reproduces the uninterrupted run on CPU (on GPU up to
+non-deterministic kernels). A state written for other settings (config, seed, backbone, process
+count) is moved to ``work_dir/superseded-<time>/`` and training starts over. ``train_log.jsonl`` gets one line
+per iteration (iter, loss, each loss term, lr, time).
+
+**Precise BN** (detectron2 ``TEST.PRECISE_BN``, fvcore ``update_bn_stats``): after training the
+BN running statistics are recomputed as the plain average over ``precise_bn_iters`` training
+batches (forward in training mode without gradients), instead of the momentum average.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from sslzoo.benchmarks.detection.models import ARCHITECTURES, NORMS, InputConfig, ModelConfig
+from sslzoo.benchmarks.linear import config_value, reject_unknown_keys
+from sslzoo.engine.dist import DistContext, all_reduce_mean, barrier
+from sslzoo.engine.schedules import LrSchedule
+from sslzoo.engine.trainer import EpochSampler, derived_seed, save_atomic, seed_everything
+from sslzoo.errors import SslzooError
+from sslzoo.io import read_yaml
+
+LATEST = "latest.pth"
+TRAIN_LOG = "train_log.jsonl"
+DATASETS = ("voc0712", "coco")
+ENGINES = ("torchvision", "detectron2")
+
+
+# --------------------------------------------------------------------------------------------
+# Protocol file
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """The ``solver`` section (detectron2 ``SOLVER.*`` names in brackets).
+
+    Attributes:
+        batch_size: images per iteration over all processes [IMS_PER_BATCH, 16].
+        base_lr: [BASE_LR, 0.02]. momentum: [MOMENTUM, 0.9].
+        weight_decay: [WEIGHT_DECAY, 1e-4]. weight_decay_norm: [WEIGHT_DECAY_NORM, 0].
+        max_iter: [MAX_ITER]. steps: [STEPS]. gamma: [GAMMA, 0.1].
+        warmup_iters: [WARMUP_ITERS, 100]. warmup_factor: [WARMUP_FACTOR, 1/1000].
+        checkpoint_period: iterations between resume checkpoints [CHECKPOINT_PERIOD].
+    """
+
+    batch_size: int = 16
+    base_lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    weight_decay_norm: float = 0.0
+    max_iter: int = 24000
+    steps: tuple[int, ...] = (18000, 22000)
+    gamma: float = 0.1
+    warmup_iters: int = 100
+    warmup_factor: float = 0.001
+    checkpoint_period: int = 1000
+
+    def schedule(self) -> LrSchedule:
+        """The warm-up multi-step schedule as an :class:`LrSchedule` of one-iteration "epochs"."""
+        return LrSchedule(
+            name="step",
+            epochs=self.max_iter,
+            iters_per_epoch=1,
+            steps=tuple(float(s) for s in self.steps),
+            gamma=self.gamma,
+            warmup_epochs=float(self.warmup_iters),
+            warmup_ratio=self.warmup_factor,
+        )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The ``test`` section: ``precise_bn_iters`` [TEST.PRECISE_BN.NUM_ITER, 200; 0 = off],
+    ``batch_size`` (images per process at inference)."""
+
+    precise_bn_iters: int = 200
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """A validated detection protocol file."""
+
+    dataset: str
+    engine: str
+    model: ModelConfig
+    input: InputConfig
+    solver: SolverConfig
+    test: EvalConfig
+    workers: int = 4
+
+
+def config_section(
+    raw: dict[str, Any], key: str, cls: type, source: str, required: tuple[str, ...] = ()
+) -> Any:
+    """Dataclass ``cls`` from the mapping ``raw[key]`` (absent: all defaults).
+
+    Unknown keys are rejected; values are checked against the field annotations (``int``,
+    ``float`` (ints accepted), ``bool``, ``str``, ``tuple[int, ...]`` / ``tuple[float, ...]``
+    written as YAML lists); ``required`` names fields that must be given.
+    """
+    where = f"{source}: {key}"
+    section = config_value(raw, key, source, dict, {})
+    reject_unknown_keys(section, [f.name for f in fields(cls)], where)
+    values: dict[str, Any] = {}
+    annotations = {f.name: str(f.type) for f in fields(cls)}
+    for name, value in section.items():
+        kind = annotations[name]
+        if kind.startswith("tuple"):
+            item = float if "float" in kind else int
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+                or (item is int and not all(float(v).is_integer() for v in value))
+            ):
+                raise SslzooError(
+                    f"{where}: '{name}' must be a non-empty list of {item.__name__}s, got {value!r}"
+                )
+            if "..." not in kind and len(value) != kind.count(",") + 1:
+                raise SslzooError(f"{where}: '{name}' must have {kind.count(',') + 1} values, got {value!r}")
+            values[name] = tuple(item(v) for v in value)
+        else:
+            values[name] = config_value(
+                section, name, where, {"bool": bool, "int": int, "float": float}.get(kind, str)
+            )
+    for name in required:
+        if name not in values:
+            raise SslzooError(f"{where}: missing key '{name}'")
+    return cls(**values)
+
+
+def load_detection_config(path: str | os.PathLike[str]) -> tuple[DetectionConfig, dict[str, Any]]:
+    """Read and validate a detection protocol file; returns the config and the raw dict."""
+    source = str(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise SslzooError(f"{source}: expected a mapping of detection settings")
+    reject_unknown_keys(raw, ("dataset", "engine", "model", "input", "solver", "test", "workers"), source)
+    dataset = config_value(raw, "dataset", source, str)
+    engine = config_value(raw, "engine", source, str, "torchvision")
+    if dataset not in DATASETS:
+        raise SslzooError(f"{source}: 'dataset' must be one of {list(DATASETS)}, got {dataset!r}")
+    if engine not in ENGINES:
+        raise SslzooError(f"{source}: 'engine' must be one of {list(ENGINES)}, got {engine!r}")
+    model = config_section(raw, "model", ModelConfig, source, required=("arch",))
+    if model.arch not in ARCHITECTURES:
+        raise SslzooError(f"{source}: model.arch must be one of {list(ARCHITECTURES)}, got {model.arch!r}")
+    if model.norm not in NORMS:
+        raise SslzooError(f"{source}: model.norm must be one of {list(NORMS)}, got {model.norm!r}")
+    solver = config_section(raw, "solver", SolverConfig, source, required=("max_iter", "steps"))
+    if solver.max_iter < 1 or solver.batch_size < 1 or solver.checkpoint_period < 1 or solver.base_lr <= 0:
+        raise SslzooError(
+            f"{source}: solver: max_iter, batch_size, checkpoint_period and base_lr must be positive"
+        )
+    if list(solver.steps) != sorted(solver.steps):
+        raise SslzooError(f"{source}: solver.steps must be increasing, got {list(solver.steps)}")
+    config = DetectionConfig(
+        dataset=dataset,
+        engine=engine,
+        model=model,
+        input=config_section(raw, "input", InputConfig, source),
+        solver=solver,
+        test=config_section(raw, "test", EvalConfig, source),
+        workers=int(config_value(raw, "workers", source, int, 4)),
+    )
+    return config, raw
+
+
+# --------------------------------------------------------------------------------------------
+# Iteration-based training
+# --------------------------------------------------------------------------------------------
+
+
+class IterationSampler(Sampler[tuple[int, int]]):
+    """The ``(index, sample seed)`` pairs one process reads from ``start_iter`` to ``max_iter``.
+
+    Position p of a process's stream is element ``p % n`` of its share of epoch ``p // n``
+    (:class:`EpochSampler` of that epoch, ``n`` = its length), so a batch may span two epochs
+    and the stream does not depend on where a run was resumed. The sample seed is derived from
+    ``(seed, rank, p)``.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+        per_rank_batch: int,
+        start_iter: int,
+        max_iter: int,
+    ) -> None:
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.per_rank_batch, self.start_iter, self.max_iter = per_rank_batch, start_iter, max_iter
+        self.per_epoch = len(EpochSampler(size, seed, 0, rank, world_size))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, order = -1, []
+        for position in range(self.start_iter * self.per_rank_batch, self.max_iter * self.per_rank_batch):
+            this_epoch, offset = divmod(position, self.per_epoch)
+            if this_epoch != epoch:
+                epoch = this_epoch
+                order = list(EpochSampler(self.size, self.seed, epoch, self.rank, self.world_size))
+            yield order[offset], derived_seed(self.seed, self.rank, position)
+
+    def __len__(self) -> int:
+        return max(self.max_iter - self.start_iter, 0) * self.per_rank_batch
+
+
+@dataclass(frozen=True)
+class IterationSettings:
+    """How long and how wide a fine-tuning run is.
+
+    Attributes:
+        max_iter: optimizer steps.
+        batch_size: images per step summed over all processes (must divide by their count).
+        workers: data-loading processes per process.
+        checkpoint_period: steps between ``latest.pth`` writes.
+    """
+
+    max_iter: int
+    batch_size: int
+    workers: int
+    checkpoint_period: int
+
+
+def _say(ctx: DistContext, message: str) -> None:
+    if ctx.is_main:
+        tqdm.write(message, file=sys.stderr)
+
+
+def _truncate_log(log_path: Path, iterations: int) -> None:
+    """Keep the lines of the first ``iterations`` iterations (a resumed run redoes the rest)."""
+    if not log_path.exists():
+        return
+    kept = []
+    for line in log_path.read_text().splitlines():
+        try:
+            if json.loads(line)["iter"] <= iterations:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            break
+    log_path.write_text("".join(f"{line}\n" for line in kept))
+
+
+def load_resume_state(work_dir: Path, fingerprint: dict[str, Any], ctx: DistContext) -> dict[str, Any] | None:
+    """``work_dir/latest.pth`` when written for ``fingerprint``; a stale one is set aside (None)."""
+    latest, log_path = work_dir / LATEST, work_dir / TRAIN_LOG
+    state = torch.load(latest, map_location="cpu", weights_only=True) if latest.exists() else None
+    if state is None or state.get("fingerprint") == fingerprint:
+        return state
+    old = state.get("fingerprint") or {}
+    changed = sorted(key for key in set(old) | set(fingerprint) if old.get(key) != fingerprint.get(key))
+    barrier(ctx)
+    if ctx.is_main:
+        aside = work_dir / time.strftime("superseded-%Y%m%d-%H%M%S")
+        aside.mkdir(parents=True, exist_ok=True)
+        for path in (latest, log_path):
+            if path.exists():
+                path.replace(aside / path.name)
+        _say(
+            ctx,
+            f"{latest} belongs to other settings ({', '.join(changed)} changed): starting from "
+            f"scratch; the old state is kept in {aside}",
+        )
+    barrier(ctx)
+    return None
+
+
+def train_iterations(
+    model: nn.Module,
+    optimizer: Optimizer,
+    dataset: Dataset,
+    settings: IterationSettings,
+    lr_at: Callable[[float, int], float],
+    step_losses: Callable[[nn.Module, Any], dict[str, torch.Tensor]],
+    work_dir: str | os.PathLike[str],
+    fingerprint: dict[str, Any],
+    *,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    seed: int = 0,
+    ctx: DistContext | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` for ``settings.max_iter`` steps of the summed losses; resume when possible.
+
+    Args:
+        model: on ``ctx.device``, identical on every process (SyncBN already converted).
+        optimizer: over its trainable parameters; each group's ``initial_lr`` (default its
+            ``lr``) is the base lr given to ``lr_at``.
+        dataset: indexed by ``(index, sample seed)`` pairs.
+        lr_at: ``(base_lr, iteration) -> lr`` of the step taken at ``iteration`` (0-based).
+        step_losses: ``(model or its DDP wrapper, collated batch) -> {name: scalar loss}``; the
+            step minimises their sum.
+        work_dir: ``latest.pth`` and ``train_log.jsonl``.
+        fingerprint: JSON-able description of the run; a state with another one is set aside.
+        collate_fn: the DataLoader's collate function.
+        seed: data order, augmentation and the per-iteration reseeding.
+
+    Returns:
+        ``{"iterations", "resumed_from_iteration", "per_process_batch"}``.
+    """
+    ctx = ctx or DistContext()
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    latest, log_path = work_dir / LATEST, work_dir / TRAIN_LOG
+    if settings.batch_size % ctx.world_size:
+        raise SslzooError(
+            f"batch_size {settings.batch_size} (the total over processes) does not divide by the "
+            f"{ctx.world_size} processes; change it in the protocol file or the process count"
+        )
+    per_rank = settings.batch_size // ctx.world_size
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    fingerprint = json.loads(json.dumps({**fingerprint, "world_size": ctx.world_size}))
+
+    start = 0
+    state = load_resume_state(work_dir, fingerprint, ctx)
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["iteration"])
+        _say(ctx, f"resuming from {latest}: iteration {start}/{settings.max_iter}")
+        del state
+    if ctx.is_main:
+        _truncate_log(log_path, start)
+    barrier(ctx)
+
+    device = ctx.device
+    runner: nn.Module = model
+    if ctx.distributed:
+        runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loader = DataLoader(
+        dataset,
+        batch_size=per_rank,
+        sampler=IterationSampler(
+            len(dataset),
+            seed,
+            ctx.rank,
+            ctx.world_size,
+            per_rank,
+            start,  # type: ignore[arg-type]
+            settings.max_iter,
+        ),
+        num_workers=settings.workers,
+        collate_fn=collate_fn,
+        pin_memory=device.type == "cuda",
+    )
+    bar = tqdm(
+        total=settings.max_iter,
+        initial=start,
+        desc="train",
+        file=sys.stderr,
+        disable=not ctx.is_main,
+        dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,
+    )
+    runner.train()
+    iteration = start
+    tick = time.perf_counter()
+    with open(log_path, "a") if ctx.is_main else nullcontext() as log:
+        for batch in loader:
+            seed_everything(derived_seed(seed, iteration, ctx.rank))
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(group["initial_lr"], iteration)
+            lr = optimizer.param_groups[0]["lr"]
+            losses = step_losses(runner, batch)
+            loss = torch.stack(list(losses.values())).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            iteration += 1
+            names = list(losses)
+            values = torch.stack([loss.detach()] + [losses[n].detach() for n in names]).float()
+            means = all_reduce_mean(values, ctx).tolist()
+            if not math.isfinite(means[0]):
+                raise SslzooError(
+                    f"loss is {means[0]} at iteration {iteration}; lower the learning rate or lengthen the "
+                    "warm-up in the protocol file"
+                )
+            now = time.perf_counter()
+            record = {
+                "iter": iteration,
+                "loss": means[0],
+                **dict(zip(names, means[1:], strict=True)),
+                "lr": lr,
+                "time": round(now - tick, 4),
+            }
+            tick = now
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{means[0]:.4f}", lr=f"{lr:.3g}")
+            if iteration % settings.checkpoint_period == 0 or iteration == settings.max_iter:
+                if ctx.is_main:
+                    save_atomic(
+                        {
+                            "state_dict": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "iteration": iteration,
+                            "fingerprint": fingerprint,
+                        },
+                        latest,
+                    )
+                barrier(ctx)
+    bar.close()
+    return {"iterations": iteration, "resumed_from_iteration": start, "per_process_batch": per_rank}
+
+
+@torch.no_grad()
+def precise_bn(
+    model: nn.Module,
+    dataset: Dataset,
+    step_losses: Callable[[nn.Module, Any], dict[str, torch.Tensor]],
+    num_iters: int,
+    per_rank_batch: int,
+    *,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    seed: int = 0,
+    ctx: DistContext | None = None,
+    workers: int = 2,
+) -> int:
+    """Replace every BN's running statistics by their average over ``num_iters`` training batches.
+
+    The batches are the stream after the last training iteration (seeded, so reruns agree).
+    Returns the number of BN layers updated (0 when ``num_iters`` is 0 or there are none).
+    """
+    ctx = ctx or DistContext()
+    norms = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    if num_iters <= 0 or not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: running = mean of the batch statistics seen
+    loader = DataLoader(
+        dataset,
+        batch_size=per_rank_batch,
+        collate_fn=collate_fn,
+        num_workers=workers,
+        sampler=IterationSampler(
+            len(dataset), seed + 1, ctx.rank, ctx.world_size, per_rank_batch, 0, num_iters
+        ),  # type: ignore[arg-type]
+    )
+    model.train()
+    for step, batch in enumerate(
+        tqdm(loader, desc="precise BN", file=sys.stderr, disable=not ctx.is_main, leave=False)
+    ):
+        seed_everything(derived_seed(seed, 10**9 + step, ctx.rank))
+        step_losses(model, batch)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    return len(norms)
+
+
+def broadcast_buffers(module: nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's buffers (BN statistics) to every process before evaluation."""
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)

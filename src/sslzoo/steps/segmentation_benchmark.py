@@ -1,0 +1,51 @@
+"""Semantic segmentation fine-tuning (FCN-R50-D8 on VOC12aug or Cityscapes), mIoU.
+
+Builds the dilated FCN of the protocol file (--config, config/benchmarks/seg_*.yaml) on a
+backbone, fine-tunes it for the protocol's iterations (MMSegmentation protocol) and writes
+metrics.json: {"mIOU": %, "meta": {... per-class IoU ...}}. The dataset flag depends on the
+protocol's dataset:
+
+  voc12aug:   --voc12 VOCdevkit/VOC2012 (ImageSets/Segmentation/trainaug.txt with
+              SegmentationClassAug for training, val.txt with SegmentationClass for evaluation)
+  cityscapes: --cityscapes DIR (leftImg8bit/ and gtFine/ with train and val; labelIds are
+              mapped to the 19 trainIds)
+
+Runs as one process or under torchrun (DDP, SyncBN on GPUs); resumes from --work-dir after a kill."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", required=True, help="backbone file (results/backbones/{model}.pth)")
+    parser.add_argument("--config", required=True, help="protocol (config/benchmarks/seg_*.yaml)")
+    parser.add_argument("--work-dir", required=True, help="resume state and logs (kept between reruns)")
+    parser.add_argument(
+        "--out", required=True, help="metrics.json (results/benchmarks/{benchmark}/{model}/metrics.json)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="data order, augmentation and head init (default 0)"
+    )
+    parser.add_argument("--voc12", help="VOCdevkit/VOC2012 with SegmentationClassAug (dataset: voc12aug)")
+    parser.add_argument(
+        "--cityscapes", help="Cityscapes root with leftImg8bit/ and gtFine/ (dataset: cityscapes)"
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    from sslzoo.benchmarks.segmentation import segmentation_benchmark
+    from sslzoo.engine.dist import cleanup
+
+    try:
+        segmentation_benchmark(
+            args.backbone,
+            args.config,
+            args.work_dir,
+            args.out,
+            voc12=args.voc12,
+            cityscapes=args.cityscapes,
+            seed=args.seed,
+        )
+    finally:
+        cleanup()
