@@ -10,16 +10,29 @@ import yaml
 
 from tests.workflow.conftest import snakemake
 
+FOLDER_KEYS = ("images", "devkit", "root")
+FILE_KEYS = ("list", "json", "annotations")
+
+
+def _make_placeholders(node: dict, workdir: Path) -> None:
+    for key, value in node.items():
+        if isinstance(value, dict):
+            _make_placeholders(value, workdir)
+        elif key in FOLDER_KEYS:
+            (workdir / value).mkdir(parents=True, exist_ok=True)
+        elif key in FILE_KEYS and value:
+            (workdir / value).parent.mkdir(parents=True, exist_ok=True)
+            (workdir / value).touch()
+
 
 def placeholder_datasets(workdir: Path) -> dict:
-    """Create the folders and list files config/config.yaml points at (empty placeholders)."""
+    """Create the folders and files config/config.yaml points at (empty placeholders)."""
     cfg = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
-    for splits in cfg["datasets"].values():
-        for where in splits.values():
-            (workdir / where["images"]).mkdir(parents=True, exist_ok=True)
-            if where.get("list"):
-                (workdir / where["list"]).parent.mkdir(parents=True, exist_ok=True)
-                (workdir / where["list"]).touch()
+    _make_placeholders(cfg["datasets"], workdir)
+    for name, protocol in cfg["benchmarks"].items():
+        split_file = yaml.safe_load((workdir / protocol).read_text()).get("split_file")
+        if name.startswith("semi_") and split_file:
+            _make_placeholders({"list": split_file}, workdir)
     return cfg
 
 
@@ -47,12 +60,23 @@ def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
     jobs = planned_jobs(result.stdout)
     n_pretrained = len(cfg["models"])
     n_models = n_pretrained + 1  # + the random baseline
+    benchmarks = cfg["benchmarks"]
+    linear = [name for name in benchmarks if name.startswith("linear_")]
+    semi = [name for name in benchmarks if name.startswith("semi_")]
+    grid = 0
+    for name in semi:
+        protocol = yaml.safe_load((workdir / benchmarks[name]).read_text())
+        grid += len(protocol["lrs"]) * len(protocol["head_mults"])
     assert jobs["pretrain"] == n_pretrained
     assert jobs["extract_backbone"] == n_pretrained
     assert jobs["random_backbone"] == 1
-    assert jobs["manifest"] == 2  # imagenet train + val
-    assert jobs["extract_features"] == 2 * n_models
+    assert jobs["manifest"] == 4  # imagenet and places205, train + val
+    assert jobs["inat_manifest"] == 2
+    assert jobs["extract_features"] == 2 * n_models  # imagenet train + val for kNN
     assert jobs["knn"] == n_models
+    assert jobs["linear"] == len(linear) * n_models
+    assert jobs["semi"] == grid * n_models
+    assert jobs["semi_select"] == len(semi) * n_models
     assert jobs["tables"] == 1
     assert jobs["make_mini_data"] == 0
 
@@ -62,6 +86,15 @@ def test_missing_dataset_folder_names_key_and_path(workdir: Path) -> None:
     assert result.returncode != 0
     assert "datasets.imagenet.train.images" in result.stdout + result.stderr
     assert "data/imagenet/train" in result.stdout + result.stderr
+
+
+def test_missing_semi_split_file_names_benchmark_and_fix(workdir: Path) -> None:
+    placeholder_datasets(workdir)
+    (workdir / "data" / "imagenet" / "meta" / "1percent.txt").unlink()
+    result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "benchmarks.semi_in1k_1pct" in out and "split_file: null" in out
 
 
 def test_bad_config_value_names_the_key(workdir: Path) -> None:
