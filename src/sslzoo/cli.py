@@ -20,6 +20,7 @@ from sslzoo.steps import (
     inat_manifest,
     knn_benchmark,
     linear_benchmark,
+    lowshot_benchmark,
     make_mini_data,
     manifest,
     pretrain,
@@ -27,13 +28,16 @@ from sslzoo.steps import (
     segmentation_benchmark,
     semi_benchmark,
     semi_select,
+    svm_benchmark,
     tables,
+    voc_manifest,
 )
 
 STEPS: dict[str, ModuleType] = {
     "make-mini-data": make_mini_data,
     "manifest": manifest,
     "inat-manifest": inat_manifest,
+    "voc-manifest": voc_manifest,
     "pretrain": pretrain,
     "extract-backbone": extract_backbone,
     "random-backbone": random_backbone,
@@ -42,6 +46,8 @@ STEPS: dict[str, ModuleType] = {
     "linear": linear_benchmark,
     "semi": semi_benchmark,
     "semi-select": semi_select,
+    "svm": svm_benchmark,
+    "lowshot": lowshot_benchmark,
     "detection": detection_benchmark,
     "segmentation": segmentation_benchmark,
     "tables": tables,
