@@ -15,13 +15,13 @@ same features:
   ``train_svm_kfold_parallel.py`` does - spread over ``--sklearn-jobs`` processes like its pool.
 
 It prints the time and mAP of both and the speed ratio. LIBLINEAR on the whole protocol takes
-hours on two cores, so ``--classes``, ``--costs``, ``--lowshot-samples`` and ``--lowshot-ks``
+about 1.5 hours on two cores (20 min full SVM, 55 min low-shot; docs/PERFORMANCE.md), so ``--classes``, ``--costs``, ``--lowshot-samples`` and ``--lowshot-ks``
 restrict the scikit-learn side; its time is then extrapolated linearly to the whole protocol
 (labelled as such), while our side always runs the whole protocol too (and the subset, for the
 mAP comparison). One run is one feature layer; the full benchmark evaluates five (times 5).
 
-    .venv/bin/python bench/svm_voc07.py                      # whole protocol on both sides (hours)
-    .venv/bin/python bench/svm_voc07.py --classes 2 --lowshot-samples 1 --lowshot-classes 2
+    .venv/bin/python bench/svm_voc07.py --threads 1          # whole protocol on both sides (~1.5 h)
+    .venv/bin/python bench/svm_voc07.py --threads 1 --classes 4 --lowshot-classes 4 --lowshot-samples 1
 """
 
 from __future__ import annotations
@@ -54,13 +54,57 @@ VOC_CLASSES = (
 )  # fmt: skip
 # VOC2007 images per class (trainval, test)
 VOC07_IMAGES = {
-    "trainval": (238, 243, 330, 181, 244, 186, 713, 337, 445, 141, 200, 421, 287, 245, 2008, 245, 97, 229, 261, 256),
-    "test": (204, 239, 282, 172, 212, 174, 721, 322, 417, 127, 190, 418, 274, 222, 2007, 224, 97, 223, 259, 229),
+    "trainval": (
+        238,
+        243,
+        330,
+        181,
+        244,
+        186,
+        713,
+        337,
+        445,
+        141,
+        200,
+        421,
+        287,
+        245,
+        2008,
+        245,
+        97,
+        229,
+        261,
+        256,
+    ),
+    "test": (
+        204,
+        239,
+        282,
+        172,
+        212,
+        174,
+        721,
+        322,
+        417,
+        127,
+        190,
+        418,
+        274,
+        222,
+        2007,
+        224,
+        97,
+        223,
+        259,
+        229,
+    ),
 }
 VOC07_SIZE = {"trainval": 5011, "test": 4952}
 
 
-def synthetic_split(split: str, rng: np.random.Generator, mixing: np.ndarray, classes: np.ndarray) -> VocSplit:
+def synthetic_split(
+    split: str, rng: np.random.Generator, mixing: np.ndarray, classes: np.ndarray
+) -> VocSplit:
     """Features ``[N, D]`` (float32, >= 0) and 1/-1/0 targets of one synthetic VOC07 split."""
     n = VOC07_SIZE[split]
     targets = -np.ones((n, len(VOC_CLASSES)), dtype=np.int8)
@@ -68,7 +112,9 @@ def synthetic_split(split: str, rng: np.random.Generator, mixing: np.ndarray, cl
         targets[rng.choice(n, count, replace=False), c] = 1
         absent = np.flatnonzero(targets[:, c] == -1)
         targets[rng.choice(absent, max(1, count // 20), replace=False), c] = 0  # difficult only
-    strength = np.where(targets == 1, 1.0, np.where(targets == 0, 0.4, 0.0)) * rng.uniform(0.3, 1.7, targets.shape)
+    strength = np.where(targets == 1, 1.0, np.where(targets == 0, 0.4, 0.0)) * rng.uniform(
+        0.3, 1.7, targets.shape
+    )
     latent = (0.25 * strength @ classes + rng.standard_normal((n, classes.shape[1]))).astype(np.float32)
     features = latent @ mixing
     features += rng.standard_normal(features.shape, dtype=np.float32)
@@ -104,9 +150,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", choices=("full", "lowshot", "both"), default="both")
     parser.add_argument("--classes", type=int, default=20, help="classes on the scikit-learn side (full SVM)")
-    parser.add_argument("--costs", default="all", help="comma-separated costs for both sides, or 'all' (the 19)")
-    parser.add_argument("--lowshot-classes", type=int, default=20, help="classes on the scikit-learn side (low-shot)")
-    parser.add_argument("--lowshot-samples", type=int, default=5, help="samples on the scikit-learn side (low-shot)")
+    parser.add_argument(
+        "--costs", default="all", help="comma-separated costs for both sides, or 'all' (the 19)"
+    )
+    parser.add_argument(
+        "--lowshot-classes", type=int, default=20, help="classes on the scikit-learn side (low-shot)"
+    )
+    parser.add_argument(
+        "--lowshot-samples", type=int, default=5, help="samples on the scikit-learn side (low-shot)"
+    )
     parser.add_argument("--lowshot-ks", default="1,2,4,8,16,32,64,96", help="k values for both sides")
     parser.add_argument("--dim", type=int, default=9216, help="feature dimensions")
     parser.add_argument("--seed", type=int, default=0)
@@ -145,8 +197,12 @@ def main() -> None:
             mine, mine_s = timed(full_svm_fast, sub_train, sub_test, settings)
             scale = whole / (args.classes * len(settings.costs))
             line.update(
-                sklearn_s=ref_s, sklearn_mAP=ref.mean_ap, ours_subset_s=mine_s, ours_subset_mAP=mine.mean_ap,
-                sklearn_whole_s=ref_s * scale, extrapolated=scale != 1,
+                sklearn_s=ref_s,
+                sklearn_mAP=ref.mean_ap,
+                ours_subset_s=mine_s,
+                ours_subset_mAP=mine.mean_ap,
+                sklearn_whole_s=ref_s * scale,
+                extrapolated=scale != 1,
                 same_costs=sum(a == b for a, b in zip(ref.cost, mine.cost, strict=True)),
             )
             label = f"{args.classes} classes"
@@ -160,8 +216,12 @@ def main() -> None:
     if args.protocol in ("lowshot", "both"):
         ours, ours_s = timed(lowshot_fast, train, test, lowshot, args.seed)
         line = {"ours_s": ours_s, "ours_mAP": lowshot_table(ours, settings.costs)}
-        print(f"\nlow-shot SVM, one layer, k = {list(ks)}, 5 samples x 20 classes x {len(settings.costs)} costs")
-        print(f"  ours       {ours_s:9.1f} s   mAP {json.dumps({k: round(v, 2) for k, v in line['ours_mAP'].items()})}")
+        print(
+            f"\nlow-shot SVM, one layer, k = {list(ks)}, 5 samples x 20 classes x {len(settings.costs)} costs"
+        )
+        print(
+            f"  ours       {ours_s:9.1f} s   mAP {json.dumps({k: round(v, 2) for k, v in line['ours_mAP'].items()})}"
+        )
         if not args.skip_sklearn:
             sub_train, sub_test = subset(train, args.lowshot_classes), subset(test, args.lowshot_classes)
             part = replace(lowshot, samples=args.lowshot_samples)
@@ -171,11 +231,18 @@ def main() -> None:
             diff = max(abs(ref_map[k] - mine_map[k]) for k in ref_map)
             scale = (len(VOC_CLASSES) * 5) / (args.lowshot_classes * args.lowshot_samples)
             line.update(
-                sklearn_s=ref_s, sklearn_mAP=ref_map, ours_subset_s=mine_s, ours_subset_mAP=mine_map,
-                sklearn_whole_s=ref_s * scale, extrapolated=scale != 1, max_abs_diff=diff,
+                sklearn_s=ref_s,
+                sklearn_mAP=ref_map,
+                ours_subset_s=mine_s,
+                ours_subset_mAP=mine_map,
+                sklearn_whole_s=ref_s * scale,
+                extrapolated=scale != 1,
+                max_abs_diff=diff,
             )
             label = f"{args.lowshot_classes} classes x {args.lowshot_samples} samples"
-            print(f"  on {label}: sklearn {ref_s:.1f} s | ours {mine_s:.1f} s | max |mAP diff| over k {diff:.3f}")
+            print(
+                f"  on {label}: sklearn {ref_s:.1f} s | ours {mine_s:.1f} s | max |mAP diff| over k {diff:.3f}"
+            )
             print(f"    sklearn mAP {json.dumps({k: round(v, 2) for k, v in ref_map.items()})}")
             print(f"    ours    mAP {json.dumps({k: round(v, 2) for k, v in mine_map.items()})}")
             tag = "extrapolated from " + label if scale != 1 else "measured"

@@ -44,8 +44,14 @@ def _voc_like(n: int, classes: int, dim: int, seed: int, present: float = 0.15) 
     targets = np.where(rng.random((n, classes)) < present, 1, -1).astype(np.int8)
     targets[rng.random((n, classes)) < 0.03] = 0
     directions = np.random.default_rng(99).normal(size=(classes, dim))
-    features = rng.normal(size=(n, dim)) + 1.2 * np.clip(targets, 0, 1) @ directions + 0.5 * (targets == 0) @ directions
-    return VocSplit(np.maximum(features, 0).astype(np.float32), targets, [f"class{c}" for c in range(classes)])
+    features = (
+        rng.normal(size=(n, dim))
+        + 1.2 * np.clip(targets, 0, 1) @ directions
+        + 0.5 * (targets == 0) @ directions
+    )
+    return VocSplit(
+        np.maximum(features, 0).astype(np.float32), targets, [f"class{c}" for c in range(classes)]
+    )
 
 
 def test_stratified_folds_match_scikit_learn():
@@ -76,7 +82,9 @@ def test_cost_choice_and_test_ap_match_a_plain_scikit_learn_loop():
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            cv = [cross_val_score(model(cost), x, y, cv=3, scoring="average_precision").mean() for cost in COSTS]
+            cv = [
+                cross_val_score(model(cost), x, y, cv=3, scoring="average_precision").mean() for cost in COSTS
+            ]
             best = int(np.argmax(cv))
             scores = model(COSTS[best]).fit(x, y).decision_function(x_test)
         np.testing.assert_allclose(ours.cv_ap[c], 100 * np.array(cv), atol=1e-6)
@@ -146,8 +154,17 @@ def test_steps_write_metrics_with_the_table_columns(tmp_path):
         parser = argparse.ArgumentParser()
         module.add_arguments(parser)
         args = parser.parse_args(
-            ["--trainval", str(tmp_path / "trainval.npz"), "--test", str(tmp_path / "test.npz"),
-             "--config", str(tmp_path / config), "--out", str(out), *extra]  # fmt: skip
+            [
+                "--trainval",
+                str(tmp_path / "trainval.npz"),
+                "--test",
+                str(tmp_path / "test.npz"),
+                "--config",
+                str(tmp_path / config),
+                "--out",
+                str(out),
+                *extra,
+            ]  # fmt: skip
         )
         module.main(args)
     svm = json.loads(svm_out.read_text())
@@ -185,7 +202,12 @@ def test_configs_and_inputs_are_checked(tmp_path):
         with pytest.raises(SslzooError, match=message):
             load_svm_config(bad)
     single = tmp_path / "single.npz"
-    np.savez(single, feature5=np.ones((3, 2), np.float32), labels=np.array([0, 1, 2]), classes=np.array(["a", "b", "c"]))
+    np.savez(
+        single,
+        feature5=np.ones((3, 2), np.float32),
+        labels=np.array([0, 1, 2]),
+        classes=np.array(["a", "b", "c"]),
+    )
     with pytest.raises(SslzooError, match="multi-label"):
         load_voc_split(single, "feature5")
     with pytest.raises(SslzooError, match="no layer 'feature4'"):

@@ -67,7 +67,9 @@ def test_matches_liblinear_on_a_small_problem(cost, weights):
     assert np.abs(f - expected).max() < 1e-5 * spread + 1e-9
     assert np.abs(x @ coef + intercept - expected).max() < 1e-5 * spread + 1e-9
     assert np.abs(coef - reference.coef_[0]).max() < 1e-5 * np.abs(reference.coef_).max() + 1e-12
-    assert intercept == pytest.approx(float(reference.intercept_[0]), abs=1e-5 * abs(float(reference.intercept_[0])) + 1e-9)
+    assert intercept == pytest.approx(
+        float(reference.intercept_[0]), abs=1e-5 * abs(float(reference.intercept_[0])) + 1e-9
+    )
     assert bool((info.residual <= 1e-9).all())
 
 
@@ -111,7 +113,9 @@ def test_cost_path_with_held_out_rows_and_groups():
     # problem 0: all rows; problem 1: without the held-out rows
     row_weight = torch.stack([weight, weight * torch.from_numpy(~held_out)])[None]
     costs = [1.0, 0.01, 0.1]
-    betas, values, infos = fit_cost_path(kernel, yt.expand(1, 2, -1), row_weight, costs, SolverOptions(tol=1e-9))
+    betas, values, infos = fit_cost_path(
+        kernel, yt.expand(1, 2, -1), row_weight, costs, SolverOptions(tol=1e-9)
+    )
     assert len(infos) == len(costs)
     for index, cost in enumerate(costs):
         full = _liblinear(x, y, cost).decision_function(x)
@@ -139,4 +143,6 @@ def test_rejects_bad_shapes_and_costs():
     with pytest.raises(SslzooError, match="positive"):
         fit_cost_path(kernel, torch.ones(1, 1, 4), torch.ones(1, 1, 4), [1.0, 0.0])
     with pytest.raises(SslzooError, match="method"):
-        solve_kernel_svm(kernel, torch.ones(1, 1, 4), torch.ones(1, 1, 4), options=SolverOptions(method="newton"))
+        solve_kernel_svm(
+            kernel, torch.ones(1, 1, 4), torch.ones(1, 1, 4), options=SolverOptions(method="newton")
+        )

@@ -61,7 +61,9 @@ def test_batched_voc_ap_equals_the_plain_one():
     scores = np.round(rng.normal(size=(50, 40)), 1)  # rounding makes ties
     targets = rng.choice([1, -1, 0], size=(50, 40), p=[0.3, 0.6, 0.1])
     targets[0] = -1  # a row without positives
-    batch = voc_ap_batch(torch.from_numpy(scores), torch.from_numpy(targets == 1), torch.from_numpy(targets != 0))
+    batch = voc_ap_batch(
+        torch.from_numpy(scores), torch.from_numpy(targets == 1), torch.from_numpy(targets != 0)
+    )
     for row in range(len(scores)):
         expected = voc_ap(scores[row], targets[row])
         if math.isnan(expected):
@@ -87,7 +89,9 @@ def test_average_precision_matches_scikit_learn():
     labels = np.where(rng.random((40, 30)) < 0.3, 1, -1)
     valid = rng.random((40, 30)) < 0.8
     labels[0] = -1
-    batch = average_precision_batch(torch.from_numpy(scores), torch.from_numpy(labels > 0), torch.from_numpy(valid))
+    batch = average_precision_batch(
+        torch.from_numpy(scores), torch.from_numpy(labels > 0), torch.from_numpy(valid)
+    )
     for row in range(len(scores)):
         y, s = labels[row][valid[row]], scores[row][valid[row]]
         with warnings.catch_warnings():

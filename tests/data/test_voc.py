@@ -28,7 +28,9 @@ def _devkit(root: Path, split: str = "trainval") -> Path:
     for image_id in LABELS:
         (year / "JPEGImages" / f"{image_id}.jpg").write_bytes(b"")
     for name in VOC_CLASSES:
-        lines = [f"{image_id} {LABELS[image_id].get(name, -1):2d}" for image_id in LABELS]  # VOC pads: "000012  1"
+        lines = [
+            f"{image_id} {LABELS[image_id].get(name, -1):2d}" for image_id in LABELS
+        ]  # VOC pads: "000012  1"
         (main / f"{name}_{split}.txt").write_text("\n".join(lines) + "\n")
     return year
 
@@ -56,7 +58,9 @@ def test_step_writes_the_manifest(tmp_path):
     parser = argparse.ArgumentParser()
     voc_manifest_step.add_arguments(parser)
     out = tmp_path / "manifests" / "voc07_trainval.json"
-    voc_manifest_step.main(parser.parse_args(["--devkit", str(year), "--split", "trainval", "--out", str(out)]))
+    voc_manifest_step.main(
+        parser.parse_args(["--devkit", str(year), "--split", "trainval", "--out", str(out)])
+    )
     written = json.loads(out.read_text())
     assert written == voc_classification_manifest(year, "trainval")
 

@@ -150,7 +150,9 @@ def _svm_settings(raw: dict[str, Any], source: str) -> SvmSettings:
         raise SslzooError(f"{source}: costs lists a value twice: {costs}")
     weights = raw.get("class_weight", {1: default.positive_weight, -1: default.negative_weight})
     if not (isinstance(weights, dict) and set(weights) == {1, -1}):
-        raise SslzooError(f"{source}: class_weight must be {{1: <positive weight>, -1: <negative weight>}}, got {weights!r}")
+        raise SslzooError(
+            f"{source}: class_weight must be {{1: <positive weight>, -1: <negative weight>}}, got {weights!r}"
+        )
     for label in (1, -1):
         value = weights[label]
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -184,19 +186,27 @@ def load_svm_config(path: str | os.PathLike[str]) -> tuple[SvmConfig, dict[str, 
     if layers is not None and not (
         isinstance(layers, list) and layers and all(layer in FEATURE_LAYERS for layer in layers)
     ):
-        raise SslzooError(f"{path}: layers must be a non-empty list among {list(FEATURE_LAYERS)}, got {layers!r}")
+        raise SslzooError(
+            f"{path}: layers must be a non-empty list among {list(FEATURE_LAYERS)}, got {layers!r}"
+        )
     return SvmConfig(svm=_svm_settings(raw, str(path)), layers=tuple(layers) if layers else None), raw
 
 
 def load_lowshot_config(path: str | os.PathLike[str]) -> tuple[LowshotConfig, dict[str, Any]]:
     """The validated low-shot config and the raw mapping (recorded in metrics.json)."""
-    raw = _read_mapping(path, _SVM_KEYS | {"layer", "ks", "samples", "cross_validate", "negatives_per_positive"})
+    raw = _read_mapping(
+        path, _SVM_KEYS | {"layer", "ks", "samples", "cross_validate", "negatives_per_positive"}
+    )
     default = LowshotConfig()
     layer = raw.get("layer", default.layer)
     if layer not in FEATURE_LAYERS:
         raise SslzooError(f"{path}: layer must be one of {list(FEATURE_LAYERS)}, got {layer!r}")
     ks = raw.get("ks", list(default.ks))
-    if not (isinstance(ks, list) and ks and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks)):
+    if not (
+        isinstance(ks, list)
+        and ks
+        and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks)
+    ):
         raise SslzooError(f"{path}: ks must be a non-empty list of positive integers, got {ks!r}")
     cross_validate = raw.get("cross_validate", default.cross_validate)
     if not isinstance(cross_validate, bool):
@@ -244,7 +254,9 @@ def load_voc_split(path: str | os.PathLike[str], layer: str) -> VocSplit:
         raise SslzooError(f"{path}: feature file not found; run `python -m sslzoo extract-features` for it")
     with np.load(path, allow_pickle=False) as data:
         if layer not in data.files:
-            raise SslzooError(f"{path}: no layer '{layer}' (has {sorted(data.files)}); fix the layer(s) in the SVM config")
+            raise SslzooError(
+                f"{path}: no layer '{layer}' (has {sorted(data.files)}); fix the layer(s) in the SVM config"
+            )
         for key in ("labels", "classes"):
             if key not in data.files:
                 raise SslzooError(f"{path}: no '{key}' array; extract the features again")
@@ -264,7 +276,9 @@ def load_voc_split(path: str | os.PathLike[str], layer: str) -> VocSplit:
 
 def _check_pair(train_path: Any, test_path: Any, train: VocSplit, test: VocSplit) -> None:
     if train.classes != test.classes:
-        raise SslzooError(f"{train_path} and {test_path}: different class lists; extract both from VOC manifests")
+        raise SslzooError(
+            f"{train_path} and {test_path}: different class lists; extract both from VOC manifests"
+        )
     if train.features.shape[1] != test.features.shape[1]:
         raise SslzooError(
             f"{train_path} and {test_path}: feature widths differ ({train.features.shape[1]} vs {test.features.shape[1]})"
@@ -304,7 +318,9 @@ def stratified_fold_ids(labels: np.ndarray, folds: int) -> np.ndarray:
     encoded = np.argsort(np.argsort(first))[inverse.reshape(-1)]
     counts = np.bincount(encoded)
     if folds > len(labels) or np.all(counts < folds):
-        raise SslzooError(f"{folds}-fold cross-validation needs at least {folds} rows of some class, got counts {counts.tolist()}")
+        raise SslzooError(
+            f"{folds}-fold cross-validation needs at least {folds} rows of some class, got counts {counts.tolist()}"
+        )
     ordered = np.sort(encoded)
     allocation = np.stack([np.bincount(ordered[i::folds], minlength=len(counts)) for i in range(folds)])
     out = np.empty(len(labels), dtype=np.int64)
@@ -481,7 +497,12 @@ def _liblinear(settings: SvmSettings, cost: float) -> Any:
 
 
 def _sklearn_cv_fit(
-    features: np.ndarray, labels: np.ndarray, settings: SvmSettings, cost: float, folds: int, cross_validate: bool
+    features: np.ndarray,
+    labels: np.ndarray,
+    settings: SvmSettings,
+    cost: float,
+    folds: int,
+    cross_validate: bool,
 ) -> tuple[float, np.ndarray, float]:
     """One (class, cost) of the reference: ``cross_val_score`` then a fit on all rows.
 
@@ -550,7 +571,9 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def _meta(out_path: Path, config_path: Any, raw: dict[str, Any], train_path: Any, test_path: Any) -> dict[str, Any]:
+def _meta(
+    out_path: Path, config_path: Any, raw: dict[str, Any], train_path: Any, test_path: Any
+) -> dict[str, Any]:
     return {
         "benchmark": out_path.parent.parent.name,
         "model": out_path.parent.name,
@@ -593,7 +616,10 @@ def svm_benchmark(
             per_layer[layer] = full_svm_fast(train, test, config.svm, device)
         else:
             per_layer[layer] = full_svm_sklearn(train, test, config.svm, jobs or os.cpu_count() or 1)
-    best = max(layers, key=lambda layer: (-math.inf if math.isnan(per_layer[layer].mean_ap) else per_layer[layer].mean_ap))
+    best = max(
+        layers,
+        key=lambda layer: -math.inf if math.isnan(per_layer[layer].mean_ap) else per_layer[layer].mean_ap,
+    )
     out_path = Path(out_path)
     metrics: dict[str, Any] = {"Best Layer": best, "SVM": per_layer[best].mean_ap}
     metrics["meta"] = {
@@ -660,6 +686,7 @@ def lowshot_fast(
     options = SolverOptions(tol=settings.fast_tol)
     full_pre = top_eigenpairs(kernel[None], options.rank)
     test_targets = torch.from_numpy(test.targets.T.astype(np.int64)).to(device)
+    y_all = train_targets(train.targets).T  # [C, n]
     classes = train.targets.shape[1]
     runs = []
     for k in config.ks:
@@ -673,8 +700,9 @@ def lowshot_fast(
             rows = torch.from_numpy(rows).to(device)  # [C, m]
             m = rows.shape[1]
             group_kernel = kernel[rows[:, :, None], rows[:, None, :]]  # [C, m, m]
-            y_np = train_targets(train.targets)
-            y = torch.from_numpy(np.take_along_axis(y_np.T, rows.cpu().numpy(), axis=1)).to(device, torch.float64)
+            y = torch.from_numpy(np.take_along_axis(y_all, rows.cpu().numpy(), axis=1)).to(
+                device, torch.float64
+            )
             weight = settings.weights(y)  # [C, m]
             # problems per class: every cost on all rows, then every (cost, fold) without that fold
             masks = [torch.ones_like(y, dtype=torch.bool)]
@@ -704,7 +732,9 @@ def lowshot_fast(
             beta = beta.reshape(classes, len(settings.costs), 1 + folds, m)
             values = values.reshape_as(beta)
             # test scores of the all-rows problems, [C * Q, n_test], through coefficients over all of trainval
-            spread = torch.zeros(classes, len(settings.costs), kernel.shape[0], dtype=beta.dtype, device=device)
+            spread = torch.zeros(
+                classes, len(settings.costs), kernel.shape[0], dtype=beta.dtype, device=device
+            )
             spread.scatter_(2, rows[:, None, :].expand(-1, len(settings.costs), -1), beta[:, :, 0])
             scores = spread.reshape(classes * len(settings.costs), -1) @ test_kernel.T
             ap = voc_ap_batch(
@@ -744,7 +774,9 @@ def _sklearn_lowshot_class(
     return [_sklearn_cv_fit(features, labels, settings, cost, folds, folds > 0) for cost in settings.costs]
 
 
-def lowshot_sklearn(train: VocSplit, test: VocSplit, config: LowshotConfig, seed: int, jobs: int = 1) -> list[LowshotRun]:
+def lowshot_sklearn(
+    train: VocSplit, test: VocSplit, config: LowshotConfig, seed: int, jobs: int = 1
+) -> list[LowshotRun]:
     """The low-shot protocol as the reference runs it: one LIBLINEAR fit per (sample, k, class,
     cost), ``jobs`` processes over (sample, class)."""
     from joblib import Parallel, delayed
@@ -759,7 +791,8 @@ def lowshot_sklearn(train: VocSplit, test: VocSplit, config: LowshotConfig, seed
         start = time.perf_counter()
         folds = _lowshot_folds(k, settings.folds) if config.cross_validate else 0
         samples = [
-            sample_lowshot(train.targets, k, seed, s, config.negatives_per_positive) for s in range(config.samples)
+            sample_lowshot(train.targets, k, seed, s, config.negatives_per_positive)
+            for s in range(config.samples)
         ]
         results = Parallel(n_jobs=jobs)(
             delayed(_sklearn_lowshot_class)(x[rows[c]], y_all[rows[c], c], settings, folds)

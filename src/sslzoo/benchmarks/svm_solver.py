@@ -48,7 +48,7 @@ import torch
 
 from sslzoo.errors import SslzooError
 
-# bytes of padded matrices one batched direct solve may allocate
+# bytes of temporaries one batched step may allocate (padded matrices, preconditioner set-up)
 _DIRECT_BATCH_BYTES = 256 * 2**20
 
 
@@ -157,7 +157,9 @@ def top_eigenpairs(kernel: torch.Tensor, rank: int, iterations: int = 4, seed: i
     return Preconditioner(basis @ rotation, values, tail)
 
 
-def _kernel_times(kernel: torch.Tensor, v: torch.Tensor, problems: torch.Tensor | None = None) -> torch.Tensor:
+def _kernel_times(
+    kernel: torch.Tensor, v: torch.Tensor, problems: torch.Tensor | None = None
+) -> torch.Tensor:
     """``v K`` (rows of ``K v``, ``K`` symmetric) for ``v [G, P, m]``, ``K [G, m, m]``.
 
     Only the selected ``problems [G, P]`` are multiplied (the others get 0): one matrix product
@@ -196,11 +198,15 @@ class _ActiveSystem:
         if k:
             eye = torch.eye(k, dtype=kernel.dtype, device=kernel.device)
             inner = eye.expand(*active.shape[:2], k, k).clone()
-            g, p = problems.nonzero().unbind(1)
-            u = pre.vectors[g]  # [Q, m, k]
-            inner[g, p] = (u * self.scale[g, p][..., None]).transpose(-1, -2) @ u + torch.diag_embed(
-                1.0 / pre.values[g].clamp_min(1e-12)
-            )
+            index = problems.nonzero()
+            m = kernel.shape[-1]
+            chunk = max(1, _DIRECT_BATCH_BYTES // (2 * m * k * kernel.element_size()))
+            for start in range(0, len(index), chunk):  # W = Lambda^-1 + U_A^T S U_A per problem
+                g, p = index[start : start + chunk].unbind(1)
+                u = pre.vectors[g]  # [Q, m, k]
+                inner[g, p] = (u * self.scale[g, p][..., None]).transpose(-1, -2) @ u + torch.diag_embed(
+                    1.0 / pre.values[g].clamp_min(1e-12)
+                )
             self.inner = torch.linalg.cholesky(inner)
 
     def apply(self, v: torch.Tensor, problems: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -322,7 +328,12 @@ def _direct_gathered(
 
 
 def _line_search(
-    beta: torch.Tensor, f: torch.Tensor, delta: torch.Tensor, e: torch.Tensor, y: torch.Tensor, c: torch.Tensor
+    beta: torch.Tensor,
+    f: torch.Tensor,
+    delta: torch.Tensor,
+    e: torch.Tensor,
+    y: torch.Tensor,
+    c: torch.Tensor,
 ) -> torch.Tensor:
     """Exact minimiser ``t >= 0`` of ``F(beta + t delta)`` per problem (``[G, P]``).
 
@@ -345,11 +356,17 @@ def _line_search(
     sign = torch.where(v > 0, -1.0, 1.0).to(u.dtype) * changes
     order = t_break.argsort(dim=-1)
     t_sorted = t_break.gather(-1, order)
-    const = torch.cat([const0[..., None], const0[..., None] + (sign * -2 * c * u * v).gather(-1, order).cumsum(-1)], -1)
-    lin = torch.cat([lin0[..., None], lin0[..., None] + (sign * 2 * c * v * v).gather(-1, order).cumsum(-1)], -1)
+    const = torch.cat(
+        [const0[..., None], const0[..., None] + (sign * -2 * c * u * v).gather(-1, order).cumsum(-1)], -1
+    )
+    lin = torch.cat(
+        [lin0[..., None], lin0[..., None] + (sign * 2 * c * v * v).gather(-1, order).cumsum(-1)], -1
+    )
     starts = torch.cat([torch.zeros_like(t_sorted[..., :1]), t_sorted], dim=-1)
     ends = torch.cat([t_sorted, inf[..., :1]], dim=-1)
-    root = torch.where(lin > 0, -const / lin.where(lin > 0, torch.ones_like(lin)), torch.full_like(lin, float("inf")))
+    root = torch.where(
+        lin > 0, -const / lin.where(lin > 0, torch.ones_like(lin)), torch.full_like(lin, float("inf"))
+    )
     inside = (root >= starts) & (root <= ends)
     t = root.gather(-1, inside.to(torch.uint8).argmax(dim=-1, keepdim=True)).squeeze(-1)
     t = t.where(inside.any(-1), torch.ones_like(t))
@@ -413,7 +430,12 @@ def solve_kernel_svm(
     options = options or SolverOptions()
     if options.method not in ("auto", "cg", "direct"):
         raise SslzooError(f"svm solver: method must be auto, cg or direct, got {options.method!r}")
-    if kernel.ndim != 3 or y.shape != c.shape or y.shape[0] != kernel.shape[0] or y.shape[-1] != kernel.shape[-1]:
+    if (
+        kernel.ndim != 3
+        or y.shape != c.shape
+        or y.shape[0] != kernel.shape[0]
+        or y.shape[-1] != kernel.shape[-1]
+    ):
         raise SslzooError(
             f"svm solver: kernel {tuple(kernel.shape)}, targets {tuple(y.shape)} and costs {tuple(c.shape)} do not fit"
         )

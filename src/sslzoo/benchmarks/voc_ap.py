@@ -38,7 +38,9 @@ def voc_ap(scores: np.ndarray, targets: np.ndarray) -> float:
     scores = np.asarray(scores, dtype=np.float64)
     targets = np.asarray(targets)
     if scores.shape != targets.shape or scores.ndim != 1:
-        raise SslzooError(f"voc_ap: scores {scores.shape} and targets {targets.shape} must be equal 1-d shapes")
+        raise SslzooError(
+            f"voc_ap: scores {scores.shape} and targets {targets.shape} must be equal 1-d shapes"
+        )
     keep = targets != 0
     scores, positive = scores[keep], targets[keep] > 0
     count = int(positive.sum())
@@ -129,7 +131,9 @@ def voc_ap_batch(scores: torch.Tensor, positive: torch.Tensor, valid: torch.Tens
     return ap.where(count.squeeze(-1) > 0, torch.full_like(ap, math.nan))
 
 
-def average_precision_batch(scores: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def average_precision_batch(
+    scores: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
     """:func:`average_precision` (scikit-learn's) of many score vectors at once.
 
     Args:

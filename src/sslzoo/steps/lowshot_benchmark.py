@@ -16,8 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trainval", required=True, help="trainval features (results/features/{model}/voc07_trainval.npz)"
     )
-    parser.add_argument("--test", required=True, help="test features (results/features/{model}/voc07_test.npz)")
-    parser.add_argument("--config", required=True, help="low-shot config (config/benchmarks/lowshot_voc07*.yaml)")
+    parser.add_argument(
+        "--test", required=True, help="test features (results/features/{model}/voc07_test.npz)"
+    )
+    parser.add_argument(
+        "--config", required=True, help="low-shot config (config/benchmarks/lowshot_voc07*.yaml)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the low-shot samples (default 0)")
     parser.add_argument(
         "--out", required=True, help="metrics.json (results/benchmarks/lowshot_voc07/{model}/metrics.json)"
@@ -33,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     from sslzoo.benchmarks.svm import lowshot_benchmark
 
-    metrics = lowshot_benchmark(args.trainval, args.test, args.config, args.out, seed=args.seed, solver=args.solver)
+    metrics = lowshot_benchmark(
+        args.trainval, args.test, args.config, args.out, seed=args.seed, solver=args.solver
+    )
     shots = ", ".join(f"{key} {value:.2f}" for key, value in metrics.items() if key.startswith("k="))
     print(f"{args.out}: {metrics['Best Layer']}: {shots}")

@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trainval", required=True, help="trainval features (results/features/{model}/voc07_trainval.npz)"
     )
-    parser.add_argument("--test", required=True, help="test features (results/features/{model}/voc07_test.npz)")
+    parser.add_argument(
+        "--test", required=True, help="test features (results/features/{model}/voc07_test.npz)"
+    )
     parser.add_argument("--config", required=True, help="SVM config (config/benchmarks/svm_voc07*.yaml)")
     parser.add_argument(
         "--out", required=True, help="metrics.json (results/benchmarks/svm_voc07/{model}/metrics.json)"

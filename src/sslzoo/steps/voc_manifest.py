@@ -11,10 +11,16 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devkit", required=True, help="VOC year folder (resources/mini/voc/VOCdevkit/VOC2007)")
+    parser.add_argument(
+        "--devkit", required=True, help="VOC year folder (resources/mini/voc/VOCdevkit/VOC2007)"
+    )
     parser.add_argument("--split", required=True, help="list-file split: trainval, test, train or val")
-    parser.add_argument("--out", required=True, help="manifest to write (resources/manifests/voc07_{split}.json)")
-    parser.add_argument("--dataset", default=None, help="dataset name stored in the manifest (default voc07 for VOC2007)")
+    parser.add_argument(
+        "--out", required=True, help="manifest to write (resources/manifests/voc07_{split}.json)"
+    )
+    parser.add_argument(
+        "--dataset", default=None, help="dataset name stored in the manifest (default voc07 for VOC2007)"
+    )
 
 
 def main(args: argparse.Namespace) -> None:
