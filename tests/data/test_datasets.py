@@ -92,3 +92,25 @@ def test_a_bad_manifest_is_refused(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text('{"dataset": "imagenet"}')
     with pytest.raises(SslzooError, match=r"m\.json: not a manifest"):
         ManifestDataset(tmp_path / "m.json")
+
+
+def test_multi_label_manifests_give_target_arrays(tmp_path: Path) -> None:
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 6), (10, 20, 30)).save(tmp_path / name)
+    targets = [[1, -1, 0], [-1, -1, 1]]
+    write_manifest(
+        {
+            "dataset": "voc07",
+            "split": "trainval",
+            "root": str(tmp_path),
+            "classes": ["x", "y", "z"],
+            "samples": [["a.png", targets[0]], ["b.png", targets[1]]],
+        },
+        tmp_path / "m.json",
+    )
+    dataset = ManifestDataset(tmp_path / "m.json", transform=TF.to_tensor)
+    np.testing.assert_array_equal(dataset.labels, np.array(targets))
+    images, labels = next(iter(DataLoader(dataset, batch_size=2)))
+    assert images.shape == (2, 3, 6, 8)
+    assert labels.dtype == torch.int64
+    torch.testing.assert_close(labels, torch.tensor(targets))

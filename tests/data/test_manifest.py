@@ -157,3 +157,31 @@ def test_read_manifest_refuses_bad_labels(tmp_path: Path) -> None:
     write_manifest({"dataset": "imagenet", "split": "train"}, path)
     with pytest.raises(SslzooError, match="missing root, classes, samples"):
         read_manifest(path)
+
+
+@pytest.mark.parametrize(
+    ("label", "ok"),
+    [
+        (0, True),
+        (1, True),
+        (-1, True),  # unlabeled image set
+        (2, False),
+        (-2, False),
+        (True, False),
+        ([1, -1], True),  # one target per class (VOC07)
+        ([0, 0], True),
+        ([1], False),
+        ([1, 2], False),
+        ([1, True], False),
+        ("0", False),
+    ],
+)
+def test_read_manifest_label_kinds(tmp_path: Path, label: object, ok: bool) -> None:
+    path = tmp_path / "m.json"
+    manifest = {"dataset": "d", "split": "train", "root": ".", "classes": ["a", "b"], "samples": [["x", label]]}
+    write_manifest(manifest, path)
+    if ok:
+        assert read_manifest(path)["samples"] == [["x", label]]
+    else:
+        with pytest.raises(SslzooError, match=r"m\.json: sample 0 .*class index in 0\.\.1"):
+            read_manifest(path)

@@ -28,10 +28,12 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
 
 
 class ManifestDataset(Dataset):
-    """A classification manifest as a torch Dataset: ``dataset[i] -> (transform(image), label)``.
+    """A manifest as a torch Dataset: ``dataset[i] -> (transform(image), label)``.
 
     Images are opened lazily (in the DataLoader workers) and converted to RGB. ``labels`` is an
-    int64 array [N] in manifest order and ``classes`` the class names it indexes.
+    int64 array in manifest order: [N] class indices (-1 for unlabeled images), or [N, C] targets
+    in {-1, 0, 1} for a multi-label manifest (VOC07); ``classes`` names what they index. A
+    multi-label sample comes out as an int64 array [C], which the default collate stacks to [B, C].
     """
 
     def __init__(
@@ -43,7 +45,9 @@ class ManifestDataset(Dataset):
         self.split: str = manifest["split"]
         self.root = Path(manifest["root"])
         self.classes: list[str] = list(manifest["classes"])
-        self.samples: list[tuple[str, int]] = [(rel, int(label)) for rel, label in manifest["samples"]]
+        self.samples: list[tuple[str, int | tuple[int, ...]]] = [
+            (rel, tuple(label) if isinstance(label, list) else int(label)) for rel, label in manifest["samples"]
+        ]
         self.labels: np.ndarray = np.array([label for _, label in self.samples], dtype=np.int64)
         self.transform = transform
 
@@ -54,8 +58,9 @@ class ManifestDataset(Dataset):
         """Full path of sample ``index``."""
         return self.root / self.samples[index][0]
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, index: int) -> tuple[Any, int | np.ndarray]:
         image = load_rgb(self.path(index))
         if self.transform is not None:
             image = self.transform(image)
-        return image, self.samples[index][1]
+        label = self.samples[index][1]
+        return image, np.asarray(label, dtype=np.int64) if isinstance(label, tuple) else label

@@ -218,8 +218,26 @@ def write_manifest(manifest: dict[str, Any], out: str | os.PathLike[str]) -> Non
     write_json(out, manifest, indent=None)
 
 
+def _valid_label(label: Any, n_classes: int) -> bool:
+    """A class index in ``0..n_classes-1``; -1 (no label: an unlabeled image set such as COCO
+    train for pretraining); or, for a multi-label set (VOC07), one target in {-1, 0, 1} per class."""
+    if isinstance(label, bool):
+        return False
+    if isinstance(label, int):
+        return label == -1 or 0 <= label < n_classes
+    return (
+        isinstance(label, list)
+        and len(label) == n_classes
+        and all(isinstance(t, int) and not isinstance(t, bool) and t in (-1, 0, 1) for t in label)
+    )
+
+
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a classification manifest; a malformed one raises SslzooError naming it."""
+    """Read and check a manifest; a malformed one raises SslzooError naming it.
+
+    A sample is ``[relpath, label]`` with ``label`` a class index, -1 (unlabeled), or a list of
+    one target per class in {-1, 0, 1} (VOC07 classification, see :mod:`sslzoo.data.voc`).
+    """
     manifest = read_json(path)
     missing = [
         k
@@ -230,13 +248,13 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise SslzooError(f"{path}: not a manifest (missing {', '.join(missing)}); rerun the manifest step")
     n_classes = len(manifest["classes"])
     for i, sample in enumerate(manifest["samples"]):
-        if not (
-            isinstance(sample, list)
-            and len(sample) == 2
-            and isinstance(sample[1], int)
-            and 0 <= sample[1] < n_classes
-        ):
-            raise SslzooError(f"{path}: sample {i} {sample!r} is not [path, label in 0..{n_classes - 1}]")
+        if not (isinstance(sample, list) and len(sample) == 2 and isinstance(sample[0], str)):
+            raise SslzooError(f"{path}: sample {i} {sample!r} is not [path, label]; rerun the manifest step")
+        if not _valid_label(sample[1], n_classes):
+            raise SslzooError(
+                f"{path}: sample {i} {sample!r}: the label is not a class index in 0..{n_classes - 1}, -1 "
+                f"(unlabeled) or {n_classes} targets in {{-1, 0, 1}}; rerun the manifest step"
+            )
     if not manifest["samples"]:
         raise SslzooError(f"{path}: the manifest lists no images; rerun the manifest step")
     return manifest
