@@ -72,8 +72,13 @@ def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
     assert jobs["random_backbone"] == 1
     assert jobs["manifest"] == 4  # imagenet and places205, train + val
     assert jobs["inat_manifest"] == 2
-    assert jobs["extract_features"] == 2 * n_models  # imagenet train + val for kNN
+    voc = [name for name in benchmarks if name.endswith("_voc07")]
+    assert jobs["voc_manifest"] == (2 if voc else 0)  # trainval + test
+    # cached features: imagenet train + val for kNN, VOC07 trainval + test for the SVMs
+    assert jobs["extract_features"] == (2 * ("knn_imagenet" in benchmarks) + 2 * bool(voc)) * n_models
     assert jobs["knn"] == n_models
+    assert jobs["svm"] == ("svm_voc07" in benchmarks) * n_models
+    assert jobs["lowshot"] == ("lowshot_voc07" in benchmarks) * n_models
     assert jobs["linear"] == len(linear) * n_models
     assert jobs["semi"] == grid * n_models
     assert jobs["semi_select"] == len(semi) * n_models

@@ -133,3 +133,52 @@ rule semi_select:
         runtime=res("tables", "runtime"),
     shell:
         "python -m sslzoo semi-select --runs {input} --out {output} > {log} 2>&1"
+
+
+rule svm:
+    input:
+        trainval="results/features/{model}/voc07_trainval.npz",
+        test="results/features/{model}/voc07_test.npz",
+        protocol=protocol_file("svm_voc07"),
+    output:
+        "results/benchmarks/svm_voc07/{model}/metrics.json",
+    params:
+        protocol=protocol_values("svm_voc07"),
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/svm_voc07/{model}.log",
+    benchmark:
+        "logs/benchmarks/svm_voc07/{model}.tsv"
+    threads: res("svm", "threads")
+    resources:
+        mem_mb=res("svm", "mem_mb"),
+        runtime=res("svm", "runtime"),
+    shell:
+        "python -m sslzoo svm --trainval {input.trainval} --test {input.test} --config {input.protocol}"
+        " --out {output} > {log} 2>&1"
+
+
+rule lowshot:
+    input:
+        trainval="results/features/{model}/voc07_trainval.npz",
+        test="results/features/{model}/voc07_test.npz",
+        protocol=protocol_file("lowshot_voc07"),
+    output:
+        "results/benchmarks/lowshot_voc07/{model}/metrics.json",
+    params:
+        protocol=protocol_values("lowshot_voc07"),
+        seed=config["seed"],
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/lowshot_voc07/{model}.log",
+    benchmark:
+        "logs/benchmarks/lowshot_voc07/{model}.tsv"
+    threads: res("svm", "threads")
+    resources:
+        mem_mb=res("svm", "mem_mb"),
+        runtime=res("svm", "runtime"),
+    shell:
+        "python -m sslzoo lowshot --trainval {input.trainval} --test {input.test} --config {input.protocol}"
+        " --seed {params.seed} --out {output} > {log} 2>&1"

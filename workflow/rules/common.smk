@@ -54,6 +54,8 @@ BENCHMARK_DATASETS = {
     "linear_inat18": ["inat18"],
     "semi_in1k_1pct": ["imagenet"],
     "semi_in1k_10pct": ["imagenet"],
+    "svm_voc07": ["voc07"],
+    "lowshot_voc07": ["voc07"],
 }
 
 # dataset keys that name folders / files, as in workflow/schemas/config.schema.yaml
@@ -150,6 +152,7 @@ RESOURCE_DEFAULTS = {
     "linear": {"gpu": 1, "cpus_per_gpu": 8, "threads": 8, "mem_mb": 64000, "runtime": 2880},
     "semi": {"gpu": 1, "cpus_per_gpu": 8, "threads": 8, "mem_mb": 64000, "runtime": 1440},
     "knn": {"threads": 4, "mem_mb": 32000, "runtime": 120},
+    "svm": {"threads": 8, "mem_mb": 32000, "runtime": 240},
     "tables": {"threads": 1, "mem_mb": 2000, "runtime": 10},
 }
 
@@ -183,6 +186,10 @@ def manifest_images(wildcards):
 def manifest_list_arg(wildcards):
     listed = config["datasets"][wildcards.list_dataset][wildcards.split]["list"]
     return f"--list {listed}" if listed else ""
+
+
+def voc_devkit(wildcards):
+    return config["datasets"]["voc07"]["devkit"]
 
 
 def inat_json(wildcards):

@@ -66,3 +66,24 @@ rule inat_manifest:
     shell:
         "python -m sslzoo inat-manifest --json {params.json} --images {params.images} --split {wildcards.split}"
         " --out {output} > {log} 2>&1"
+
+
+rule voc_manifest:
+    input:
+        mini_data_marker,
+    output:
+        "resources/manifests/voc07_{split}.json",
+    params:
+        devkit=voc_devkit,
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/manifest/voc07_{split}.log",
+    benchmark:
+        "logs/benchmarks/manifest/voc07_{split}.tsv"
+    threads: res("manifest", "threads")
+    resources:
+        mem_mb=res("manifest", "mem_mb"),
+        runtime=res("manifest", "runtime"),
+    shell:
+        "python -m sslzoo voc-manifest --devkit {params.devkit} --split {wildcards.split} --out {output} > {log} 2>&1"

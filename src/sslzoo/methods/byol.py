@@ -320,8 +320,12 @@ class BYOL(nn.Module):
     @torch.no_grad()
     def momentum_update(self, momentum: float) -> None:
         """``target <- momentum * target + (1 - momentum) * online``, parameter by parameter."""
-        for target, online in zip(self.target_parameters(), self.online_parameters(), strict=True):
-            target.mul_(momentum).add_(online.detach(), alpha=1.0 - momentum)
+        targets, onlines = self.target_parameters(), self.online_parameters()
+        if len(targets) != len(onlines):
+            raise RuntimeError("target and online networks differ in their parameters")
+        # one multi-tensor kernel per op instead of two per parameter (same arithmetic)
+        torch._foreach_mul_(targets, momentum)
+        torch._foreach_add_(targets, [p.detach() for p in onlines], alpha=1.0 - momentum)
 
     def after_step(self, progress: float) -> None:
         """Set the cosine momentum for ``progress`` (finished / total iterations) and update the
