@@ -29,9 +29,19 @@ if not config:
 
 
 include: "workflow/rules/common.smk"
+
+
+# ORL's per-image stage-2 steps run as this many jobs each (`--set-scatter` overrides).
+scattergather:
+    orl_proposals=config["orl"]["proposal_shards"],
+    orl_correspondence=config["orl"]["correspondence_shards"],
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/orl.smk"
 include: "workflow/rules/bench_classification.smk"
+include: "workflow/rules/bench_dense.smk"
 include: "workflow/rules/tables.smk"
 
 

@@ -113,3 +113,56 @@ def test_every_model_config_validates(path: Path) -> None:
 
 def test_model_configs_exist() -> None:
     assert any(p.stem == "rotation-pred_resnet50_8xb16-steplr-70e_in1k" for p in MODEL_CONFIGS)
+
+
+ORL_MINIMAL = {**MINIMAL, "method": "orl", "title": "ORL", "stage1": "orl-stage1_resnet18_mini", "stage2": {}}
+
+
+@pytest.mark.parametrize("missing", ["stage1", "stage2"])
+def test_an_orl_config_needs_stage1_and_stage2(tmp_path: Path, missing: str) -> None:
+    cfg = {key: value for key, value in ORL_MINIMAL.items() if key != missing}
+    path = write(tmp_path, cfg)
+    with pytest.raises(SslzooError) as error:
+        load_model_config(path)
+    assert f"{path}: (top level): '{missing}' is a required property" in str(error.value)
+
+
+def test_orl_stage2_defaults_are_the_reference_protocol(tmp_path: Path) -> None:
+    cfg = load_model_config(write(tmp_path, {**ORL_MINIMAL, "stage2": {"knn": {"k": 5}}}))
+    assert cfg["stage2"] == {
+        "knn": {"k": 5, "resize": 256, "crop": 224, "batch_size": 256},
+        "correspondence": {
+            "min_size": 96,
+            "max_aspect_ratio": 3.0,
+            "max_iou": 0.5,
+            "max_boxes": 100,
+            "crop": 224,
+            "pair_ratio": 0.1,
+            "batch_size": 256,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "expected"),
+    [
+        ({"stage1": "byol_resnet18_mini"}, "method", "'orl' was expected"),
+        ({"stage2": {}}, "method", "'orl' was expected"),
+        ({"method": "orl", "stage1": "x", "stage2": {"knn": {"kk": 3}}}, "stage2.knn", "'kk' was unexpected"),
+        (
+            {"method": "orl", "stage1": "x", "stage2": {"correspondence": {"max_iou": 2}}},
+            "stage2.correspondence.max_iou",
+            "greater than the maximum",
+        ),
+    ],
+)
+def test_stage_keys_belong_to_orl(tmp_path: Path, changes: dict, key: str, expected: str) -> None:
+    path = write(tmp_path, {**MINIMAL, **changes})
+    with pytest.raises(SslzooError) as error:
+        load_model_config(path)
+    assert f"{path}: {key}: " in str(error.value) and expected in str(error.value)
+
+
+def test_configs_without_stage_keys_get_none(tmp_path: Path) -> None:
+    cfg = load_model_config(write(tmp_path, MINIMAL))
+    assert "stage1" not in cfg and "stage2" not in cfg

@@ -14,6 +14,7 @@ from types import ModuleType
 
 from sslzoo.errors import SslzooError
 from sslzoo.steps import (
+    coco_manifest,
     detection_benchmark,
     extract_backbone,
     extract_features,
@@ -23,6 +24,11 @@ from sslzoo.steps import (
     lowshot_benchmark,
     make_mini_data,
     manifest,
+    orl_correspondence,
+    orl_knn,
+    orl_merge_correspondence,
+    orl_merge_proposals,
+    orl_proposals,
     pretrain,
     random_backbone,
     segmentation_benchmark,
@@ -38,6 +44,12 @@ STEPS: dict[str, ModuleType] = {
     "manifest": manifest,
     "inat-manifest": inat_manifest,
     "voc-manifest": voc_manifest,
+    "coco-manifest": coco_manifest,
+    "orl-proposals": orl_proposals,
+    "orl-merge-proposals": orl_merge_proposals,
+    "orl-knn": orl_knn,
+    "orl-correspondence": orl_correspondence,
+    "orl-merge-correspondence": orl_merge_correspondence,
     "pretrain": pretrain,
     "extract-backbone": extract_backbone,
     "random-backbone": random_backbone,

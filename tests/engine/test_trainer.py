@@ -259,3 +259,42 @@ def test_ddp_two_gloo_processes_equal_one_process_on_the_joint_batch(tmp_path: P
     assert len(read_log(tmp_path / "ddp" / "work")) == len(read_log(tmp_path / "one")) == 1
     assert_same_weights(ddp, single.state_dict(), exact=False)
     assert not torch.allclose(initial["head.weight"], ddp["head.weight"])
+
+
+class DatasetHookMethod(TinyMethod):
+    """A method that builds its own dataset (the ``build_dataset`` hook of the pretrain step)."""
+
+    calls: list[tuple[object, object]] = []
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> DatasetHookMethod:
+        return cls(init_seed=0, bn=False)
+
+    @classmethod
+    def build_dataset(cls, cfg: dict, manifest_path: object, correspondence: object = None) -> Dataset:
+        cls.calls.append((manifest_path, correspondence))
+        return NoisyVectors(16, noise=0.0)
+
+
+def test_pretrain_from_files_uses_the_method_dataset_hook(tmp_path: Path, monkeypatch) -> None:
+    import yaml
+
+    import sslzoo.methods
+    from sslzoo.engine.trainer import pretrain_from_files
+    from sslzoo.errors import SslzooError
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(make_cfg(batch_size=8, epochs=1)))
+    monkeypatch.setitem(sslzoo.methods.METHODS, "tiny", DatasetHookMethod)
+    monkeypatch.setattr(DatasetHookMethod, "calls", [])
+    result = pretrain_from_files(
+        config, "m.json", tmp_path / "work", tmp_path / "final.pth", correspondence="c.json"
+    )
+    assert DatasetHookMethod.calls == [("m.json", "c.json")]
+    assert result["iterations"] == 2 and (tmp_path / "final.pth").is_file()
+    # a method without the hook reads the manifest only: a correspondence file is a wiring mistake
+    monkeypatch.setitem(sslzoo.methods.METHODS, "tiny", TinyMethod)
+    with pytest.raises(SslzooError, match="--correspondence c.json: method 'tiny'"):
+        pretrain_from_files(
+            config, "m.json", tmp_path / "work2", tmp_path / "final2.pth", correspondence="c.json"
+        )

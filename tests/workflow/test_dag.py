@@ -67,8 +67,21 @@ def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
     for name in semi:
         protocol = yaml.safe_load((workdir / benchmarks[name]).read_text())
         grid += len(protocol["lrs"]) * len(protocol["head_mults"])
-    assert jobs["pretrain"] == n_pretrained
-    assert jobs["extract_backbone"] == n_pretrained
+    model_cfgs = {
+        name: yaml.safe_load((workdir / "config" / "models" / f"{name}.yaml").read_text())
+        for name in cfg["models"]
+    }
+    orl = [name for name, model_cfg in model_cfgs.items() if model_cfg["method"] == "orl"]
+    stage1 = {model_cfgs[name]["stage1"] for name in orl} - set(cfg["models"])
+    assert orl, "config/config.yaml should hold an ORL model"
+    assert jobs["pretrain"] == n_pretrained + len(stage1)  # ORL stage-1 models are pretrained too
+    assert jobs["extract_backbone"] == n_pretrained  # ... but only the listed models are benchmarked
+    assert jobs["coco_manifest"] == 1
+    assert jobs["orl_proposals"] == cfg["orl"]["proposal_shards"]  # one dataset (COCO train2017)
+    assert jobs["orl_merge_proposals"] == 1
+    assert jobs["orl_knn"] == len(orl)
+    assert jobs["orl_correspondence"] == cfg["orl"]["correspondence_shards"] * len(orl)
+    assert jobs["orl_merge_correspondence"] == len(orl)
     assert jobs["random_backbone"] == 1
     assert jobs["manifest"] == 4  # imagenet and places205, train + val
     assert jobs["inat_manifest"] == 2
@@ -79,11 +92,49 @@ def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
     assert jobs["knn"] == n_models
     assert jobs["svm"] == ("svm_voc07" in benchmarks) * n_models
     assert jobs["lowshot"] == ("lowshot_voc07" in benchmarks) * n_models
+    assert jobs["detection"] == len([name for name in benchmarks if name.startswith("det_")]) * n_models
+    assert jobs["segmentation"] == len([name for name in benchmarks if name.startswith("seg_")]) * n_models
     assert jobs["linear"] == len(linear) * n_models
     assert jobs["semi"] == grid * n_models
     assert jobs["semi_select"] == len(semi) * n_models
     assert jobs["tables"] == 1
     assert jobs["make_mini_data"] == 0
+
+
+def _dry_run_with(workdir: Path, cfg: dict) -> Counter:
+    (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake(workdir, "-n", "--configfile", "config/changed.yaml", "--cores", "1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    return planned_jobs(result.stdout)
+
+
+def test_orl_published_files_replace_their_stages(workdir: Path) -> None:
+    cfg = placeholder_datasets(workdir)
+    published = {name: f"data/coco/meta/{name}.json" for name in ("knn", "proposals", "correspondence")}
+    for path in published.values():
+        _make_placeholders({"list": path}, workdir)
+
+    cfg["orl"]["published"] = {"proposals": published["proposals"]}
+    jobs = _dry_run_with(workdir, cfg)
+    assert jobs["orl_proposals"] == jobs["orl_merge_proposals"] == 0
+    assert jobs["orl_knn"] == 1 and jobs["orl_correspondence"] == cfg["orl"]["correspondence_shards"]
+
+    cfg["orl"]["published"] = {"knn": published["knn"], "proposals": published["proposals"]}
+    jobs = _dry_run_with(workdir, cfg)
+    assert jobs["orl_knn"] == 0 and jobs["orl_correspondence"] == cfg["orl"]["correspondence_shards"]
+
+    # the correspondence file is all stage 3 needs: no stage-2 job and no stage-1 pretraining
+    cfg["orl"]["published"] = {"correspondence": published["correspondence"]}
+    jobs = _dry_run_with(workdir, cfg)
+    assert not any(jobs[rule] for rule in jobs if rule.startswith("orl_"))
+    assert jobs["pretrain"] == len(cfg["models"])
+
+
+def test_shard_counts_come_from_the_config(workdir: Path) -> None:
+    cfg = placeholder_datasets(workdir)
+    cfg["orl"].update(proposal_shards=5, correspondence_shards=3)
+    jobs = _dry_run_with(workdir, cfg)
+    assert jobs["orl_proposals"] == 5 and jobs["orl_correspondence"] == 3
 
 
 def test_missing_dataset_folder_names_key_and_path(workdir: Path) -> None:

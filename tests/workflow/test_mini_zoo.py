@@ -2,8 +2,9 @@
 then every job through to the tables, with real numbers in them.
 
 To stay within CI's time, the run keeps one pretraining method (plus the `random` row) and
-one benchmark of each kind of rule (feature-cache kNN, linear training, the semi-supervised
-grid and its selection); `make zoo` runs all of config/mini.yaml."""
+one benchmark of each kind of rule (feature-cache kNN, low-shot SVM, linear training, the
+semi-supervised grid and its selection, detection, segmentation); `make zoo` runs all of
+config/mini.yaml."""
 
 from __future__ import annotations
 
@@ -24,7 +25,14 @@ from tests.workflow.conftest import REPO
 pytestmark = pytest.mark.slow
 
 MODEL = "rotation-pred_resnet18_mini"
-BENCHMARKS = ("knn_imagenet", "linear_imagenet", "semi_in1k_1pct")
+BENCHMARKS = (
+    "knn_imagenet",
+    "lowshot_voc07",
+    "linear_imagenet",
+    "semi_in1k_1pct",
+    "det_voc0712",
+    "seg_cityscapes",
+)
 
 
 def _snakemake_cmd(workdir: Path) -> list[str]:
@@ -158,6 +166,30 @@ def test_trained_benchmarks_report_every_column(mini_zoo: Path) -> None:
     assert len(runs) >= 2
     best = max(json.loads(run.read_text())["Top-1 (%)"] for run in runs)
     assert semi["Top-1 (%)"] == best
+
+
+def _metrics(workdir: Path, benchmark: str, model: str) -> dict:
+    return json.loads((workdir / "results" / "benchmarks" / benchmark / model / "metrics.json").read_text())
+
+
+def test_lowshot_svm_reports_the_ks_that_fit_the_mini_voc(mini_zoo: Path) -> None:
+    protocol = yaml.safe_load((REPO / "config" / "benchmarks" / "lowshot_voc07_mini.yaml").read_text())
+    for model in (MODEL, "random"):
+        metrics = _metrics(mini_zoo, "lowshot_voc07", model)
+        assert metrics["Best Layer"] == protocol["layer"]
+        assert all(0.0 < metrics[f"k={k}"] <= 100.0 for k in protocol["ks"])
+    page = (mini_zoo / "results" / "tables" / "rotation_pred.md").read_text()
+    assert MODEL in _section(page, "VOC Low-shot SVM")
+
+
+def test_detection_and_segmentation_report_their_metrics(mini_zoo: Path) -> None:
+    for model in (MODEL, "random"):
+        det = _metrics(mini_zoo, "det_voc0712", model)
+        assert 0.0 <= det["AP75"] <= det["AP50"] <= 100.0 and 0.0 <= det["AP"] <= det["AP50"]
+        seg = _metrics(mini_zoo, "seg_cityscapes", model)
+        assert 0.0 < seg["mIOU"] <= 100.0
+    zoo = (mini_zoo / "results" / "tables" / "model_zoo.md").read_text()
+    assert MODEL in _section(zoo, "Pascal VOC 2007 + 2012") and MODEL in _section(zoo, "Cityscapes")
 
 
 def test_every_job_has_a_log_and_benchmark_file(mini_zoo: Path) -> None:

@@ -23,25 +23,33 @@ def _fail(key, message):
     raise WorkflowError(f"config key '{key}': {message}")
 
 
+def _load_model_config(name, key):
+    """config/models/<name>.yaml, validated against the model schema; `key` names the config
+    key that asked for it (in error messages)."""
+    path = os.path.join("config", "models", f"{name}.yaml")
+    if not os.path.isfile(path):
+        _fail(key, f"'{name}' has no config file {path}; add it or remove the name")
+    model_cfg = load_yaml(path)
+    try:
+        validate(model_cfg, schema=MODEL_SCHEMA, set_default=True)
+    except WorkflowError as err:
+        raise WorkflowError(f"{path}: invalid model config", err)
+    if model_cfg["dataset"] not in config["datasets"]:
+        _fail(
+            "datasets",
+            f"model '{name}' pretrains on '{model_cfg['dataset']}' ({path}), which is not "
+            f"configured; add datasets: {model_cfg['dataset']}: train: images: <folder>",
+        )
+    return model_cfg
+
+
 def _load_model_configs():
-    """config/models/<name>.yaml for every model in `models`, validated against the model schema."""
-    configs = {}
-    for name in config["models"]:
-        path = os.path.join("config", "models", f"{name}.yaml")
-        if not os.path.isfile(path):
-            _fail("models", f"'{name}' has no config file {path}; add it or remove the name")
-        model_cfg = load_yaml(path)
-        try:
-            validate(model_cfg, schema=MODEL_SCHEMA, set_default=True)
-        except WorkflowError as err:
-            raise WorkflowError(f"{path}: invalid model config", err)
-        if model_cfg["dataset"] not in config["datasets"]:
-            _fail(
-                "datasets",
-                f"model '{name}' pretrains on '{model_cfg['dataset']}' ({path}), which is not "
-                f"configured; add datasets: {model_cfg['dataset']}: train: images: <folder>",
-            )
-        configs[name] = model_cfg
+    """Every model in `models`, plus the stage-1 model each ORL model names (`stage1:`)."""
+    configs = {name: _load_model_config(name, "models") for name in config["models"]}
+    for name, model_cfg in list(configs.items()):
+        stage1 = model_cfg.get("stage1")
+        if stage1 and stage1 not in configs:
+            configs[stage1] = _load_model_config(stage1, f"stage1 of config/models/{name}.yaml")
     return configs
 
 
@@ -56,6 +64,10 @@ BENCHMARK_DATASETS = {
     "semi_in1k_10pct": ["imagenet"],
     "svm_voc07": ["voc07"],
     "lowshot_voc07": ["voc07"],
+    "det_voc0712": ["voc07", "voc12"],
+    "det_coco": ["coco"],
+    "seg_voc12aug": ["voc12"],
+    "seg_cityscapes": ["cityscapes"],
 }
 
 # dataset keys that name folders / files, as in workflow/schemas/config.schema.yaml
@@ -109,11 +121,14 @@ def _check_files():
 MODEL_CONFIGS = _load_model_configs()
 _check_files()
 
-PRETRAINED = list(MODEL_CONFIGS)
+PRETRAINED = list(config["models"])  # benchmarked and in the tables
+# pretrained, benchmarked or not (ORL's stage-1 models only feed its stage 2)
+PRETRAINABLE = list(MODEL_CONFIGS)
+ORL_MODELS = [name for name in PRETRAINED if MODEL_CONFIGS[name]["method"] == "orl"]
 EXTERNAL = list(config["external"])
 BASELINES = ["random"] if config["baseline"]["enabled"] else []
 ALL_MODELS = PRETRAINED + EXTERNAL + BASELINES
-METHODS = sorted({cfg["method"] for cfg in MODEL_CONFIGS.values()})
+METHODS = sorted({MODEL_CONFIGS[name]["method"] for name in PRETRAINED})
 
 
 def _alternatives(names):
@@ -124,16 +139,22 @@ def _alternatives(names):
 LIST_DATASETS = [name for name in ("imagenet", "places205") if name in config["datasets"]]
 LINEAR_BENCHMARKS = [name for name in config["benchmarks"] if name.startswith("linear_")]
 SEMI_BENCHMARKS = [name for name in config["benchmarks"] if name.startswith("semi_")]
+DET_BENCHMARKS = [name for name in config["benchmarks"] if name.startswith("det_")]
+SEG_BENCHMARKS = [name for name in config["benchmarks"] if name.startswith("seg_")]
 
 
 wildcard_constraints:
     model=_alternatives(ALL_MODELS),
-    pretrained=_alternatives(PRETRAINED),
+    pretrained=_alternatives(PRETRAINABLE),
+    orl_model=_alternatives(ORL_MODELS),
+    scatteritem="[0-9]+-of-[0-9]+",
     external=_alternatives(EXTERNAL),
     dataset=_alternatives(list(config["datasets"])),
     list_dataset=_alternatives(LIST_DATASETS),
     linear=_alternatives(LINEAR_BENCHMARKS),
     semi=_alternatives(SEMI_BENCHMARKS),
+    det=_alternatives(DET_BENCHMARKS),
+    seg=_alternatives(SEG_BENCHMARKS),
     split="[A-Za-z0-9]+",
     lr="[0-9.e-]+",
     mult="[0-9.e-]+",
@@ -153,6 +174,14 @@ RESOURCE_DEFAULTS = {
     "semi": {"gpu": 1, "cpus_per_gpu": 8, "threads": 8, "mem_mb": 64000, "runtime": 1440},
     "knn": {"threads": 4, "mem_mb": 32000, "runtime": 120},
     "svm": {"threads": 8, "mem_mb": 32000, "runtime": 240},
+    # ORL stage 2: KNN retrieval and correspondence on GPUs, selective search on CPUs
+    "orl_knn": {"gpu": 1, "cpus_per_gpu": 8, "threads": 8, "mem_mb": 64000, "runtime": 240},
+    "orl_proposals": {"threads": 1, "mem_mb": 4000, "runtime": 1440},
+    "orl_correspondence": {"gpu": 1, "cpus_per_gpu": 8, "threads": 8, "mem_mb": 64000, "runtime": 1440},
+    "orl_merge": {"threads": 1, "mem_mb": 32000, "runtime": 120},
+    # detection and segmentation: the 8-GPU protocols (total batch 16) of the references
+    "detection": {"gpu": 8, "cpus_per_gpu": 4, "threads": 4, "mem_mb": 128000, "runtime": 1440},
+    "segmentation": {"gpu": 4, "cpus_per_gpu": 4, "threads": 4, "mem_mb": 64000, "runtime": 1440},
     "tables": {"threads": 1, "mem_mb": 2000, "runtime": 10},
 }
 
@@ -192,6 +221,14 @@ def voc_devkit(wildcards):
     return config["datasets"]["voc07"]["devkit"]
 
 
+def coco_images(wildcards):
+    return config["datasets"]["coco"][wildcards.split]["images"]
+
+
+def coco_annotations(wildcards):
+    return config["datasets"]["coco"][wildcards.split]["annotations"]
+
+
 def inat_json(wildcards):
     return config["datasets"]["inat18"][wildcards.split]["json"]
 
@@ -202,6 +239,17 @@ def inat_images(wildcards):
 
 def pretrain_manifest(wildcards):
     return f"resources/manifests/{MODEL_CONFIGS[wildcards.pretrained]['dataset']}_train.json"
+
+
+def pretrain_correspondence(wildcards):
+    """Input function: ORL stage 3 trains on the correspondence file; other methods need none."""
+    if MODEL_CONFIGS[wildcards.pretrained]["method"] != "orl":
+        return []
+    return config["orl"]["published"].get("correspondence") or f"results/orl/{wildcards.pretrained}/correspondence.json"
+
+
+def pretrain_correspondence_arg(wildcards, input):
+    return f"--correspondence {input.correspondence}" if input.correspondence else ""
 
 
 def pretrain_protocol(wildcards):
@@ -284,6 +332,80 @@ def semi_runs(wildcards):
         lr=grid["lrs"],
         mult=grid["head_mults"],
     )
+
+
+def detection_protocol(wildcards):
+    return config["benchmarks"][wildcards.det]
+
+
+def detection_protocol_values(wildcards):
+    return load_yaml(detection_protocol(wildcards))
+
+
+def detection_data(wildcards):
+    """Params function: the dataset arguments of the detection step (folders from `datasets:`)."""
+    data = config["datasets"]
+    if wildcards.det == "det_voc0712":
+        return f"--voc07 {data['voc07']['devkit']} --voc12 {data['voc12']['devkit']}"
+    coco = data["coco"]
+    return (
+        f"--coco-images-train {coco['train']['images']} --coco-ann-train {coco['train']['annotations']}"
+        f" --coco-images-val {coco['val']['images']} --coco-ann-val {coco['val']['annotations']}"
+    )
+
+
+def segmentation_protocol(wildcards):
+    return config["benchmarks"][wildcards.seg]
+
+
+def segmentation_protocol_values(wildcards):
+    return load_yaml(segmentation_protocol(wildcards))
+
+
+def segmentation_data(wildcards):
+    """Params function: the dataset argument of the segmentation step."""
+    data = config["datasets"]
+    if wildcards.seg == "seg_voc12aug":
+        return f"--voc12 {data['voc12']['devkit']}"
+    return f"--cityscapes {data['cityscapes']['root']}"
+
+
+def orl_config(wildcards):
+    return f"config/models/{wildcards.orl_model}.yaml"
+
+
+def orl_stage1_checkpoint(wildcards):
+    """The final checkpoint of the ORL model's stage-1 (image-level BYOL) model."""
+    return f"results/pretrain/{MODEL_CONFIGS[wildcards.orl_model]['stage1']}/final.pth"
+
+
+def orl_manifest(wildcards):
+    """The train manifest of the ORL model's dataset (COCO train2017 in the reference)."""
+    return f"resources/manifests/{MODEL_CONFIGS[wildcards.orl_model]['dataset']}_train.json"
+
+
+def orl_protocol(wildcards):
+    """Params function: the stage-2 protocol, so that an edit reruns stage 2."""
+    return MODEL_CONFIGS[wildcards.orl_model]["stage2"]
+
+
+def orl_knn(wildcards):
+    """The KNN file: the reference's published one when config `orl.published.knn` names it."""
+    return config["orl"]["published"].get("knn") or f"results/orl/{wildcards.orl_model}/knn.json"
+
+
+def orl_proposals(wildcards):
+    """The merged selective-search proposals of the ORL model's dataset, or the published file."""
+    dataset = MODEL_CONFIGS[wildcards.orl_model]["dataset"]
+    return config["orl"]["published"].get("proposals") or f"results/orl/{dataset}/proposals.json"
+
+
+def orl_proposal_shards(wildcards):
+    return gather.orl_proposals(f"results/orl/{wildcards.dataset}/proposals/{{scatteritem}}.json")
+
+
+def orl_correspondence_shards(wildcards):
+    return gather.orl_correspondence(f"results/orl/{wildcards.orl_model}/correspondence/{{scatteritem}}.json")
 
 
 def features_protocol(wildcards):

@@ -87,3 +87,26 @@ rule voc_manifest:
         runtime=res("manifest", "runtime"),
     shell:
         "python -m sslzoo voc-manifest --devkit {params.devkit} --split {wildcards.split} --out {output} > {log} 2>&1"
+
+
+rule coco_manifest:
+    input:
+        mini_data_marker,
+    output:
+        "resources/manifests/coco_{split}.json",
+    params:
+        images=coco_images,
+        annotations=coco_annotations,
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/manifest/coco_{split}.log",
+    benchmark:
+        "logs/benchmarks/manifest/coco_{split}.tsv"
+    threads: res("manifest", "threads")
+    resources:
+        mem_mb=res("manifest", "mem_mb"),
+        runtime=res("manifest", "runtime"),
+    shell:
+        "python -m sslzoo coco-manifest --images {params.images} --annotations {params.annotations}"
+        " --split {wildcards.split} --out {output} > {log} 2>&1"

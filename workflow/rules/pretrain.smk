@@ -7,12 +7,14 @@ rule pretrain:
     input:
         config="config/models/{pretrained}.yaml",
         manifest=pretrain_manifest,
+        correspondence=pretrain_correspondence,
     output:
         "results/pretrain/{pretrained}/final.pth",
     params:
         work_dir="results/pretrain/{pretrained}/work",
         seed=config["seed"],
         protocol=pretrain_protocol,
+        correspondence=pretrain_correspondence_arg,
     conda:
         "../envs/sslzoo.yaml"
     log:
@@ -28,7 +30,7 @@ rule pretrain:
     shell:
         "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo pretrain"
         " --config {input.config} --manifest {input.manifest} --work-dir {params.work_dir}"
-        " --seed {params.seed} --out {output} > {log} 2>&1"
+        " {params.correspondence} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
 rule extract_backbone:

@@ -401,11 +401,15 @@ def pretrain_from_files(
     work_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
     seed: int = 0,
+    correspondence: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """The ``pretrain`` step: config + manifest -> method and dataset -> :func:`train`.
 
-    Joins the torchrun process group when launched under torchrun (see
-    :func:`sslzoo.engine.dist.init_distributed`) and leaves it at the end.
+    The dataset is the method's ``build_dataset(cfg, manifest_path, correspondence)`` when it
+    has that hook (ORL stage 3 reads ``correspondence``, its stage-2 file), else
+    ``ManifestDataset(manifest_path, method.views(cfg))``; a ``correspondence`` given to a method
+    without the hook is refused. Joins the torchrun process group when launched under torchrun
+    (see :func:`sslzoo.engine.dist.init_distributed`) and leaves it at the end.
     """
     from sslzoo.config import load_model_config
     from sslzoo.data.datasets import ManifestDataset
@@ -414,6 +418,13 @@ def pretrain_from_files(
     cfg = load_model_config(config_path)
     if cfg["method"] not in METHODS:
         raise SslzooError(f"{config_path}: method: {cfg['method']!r} is not one of {sorted(METHODS)}")
+    method_class = METHODS[cfg["method"]]
+    build_dataset = getattr(method_class, "build_dataset", None)
+    if build_dataset is None and correspondence is not None:
+        raise SslzooError(
+            f"--correspondence {correspondence}: method {cfg['method']!r} of {config_path} reads no "
+            "correspondence file (only ORL stage 3 does); drop the option"
+        )
     ctx = init_distributed()
     try:
         if ctx.world_size != cfg["gpus"]:
@@ -423,9 +434,11 @@ def pretrain_from_files(
                 f"the total batch is {ctx.world_size}x{cfg['train']['batch_size']}x{cfg['train']['accumulate']}",
             )
         torch.manual_seed(seed)
-        method_class = METHODS[cfg["method"]]
         method = method_class.from_config(cfg)
-        dataset = ManifestDataset(manifest_path, method_class.views(cfg))
+        if build_dataset is not None:
+            dataset = build_dataset(cfg, manifest_path, correspondence)
+        else:
+            dataset = ManifestDataset(manifest_path, method_class.views(cfg))
         return train(method, dataset, cfg, work_dir, out, seed=seed, ctx=ctx)
     finally:
         cleanup()

@@ -14,6 +14,12 @@ The contract every method class follows (the engine relies on nothing else):
 - optional ``method.after_step(progress: float)`` called after each optimiser step with
   ``progress`` = finished iterations / total iterations in [0, 1] (BYOL's EMA update).
 - optional ``method.param_groups(cfg: dict) -> list[dict]`` for per-group weight decay.
+- optional ``Method.build_dataset(cfg: dict, manifest_path, correspondence=None) -> Dataset``
+  (a classmethod) for a method that reads more than one image per sample: the pretrain step
+  then trains on its dataset (samples ``(views, label)``, ``views`` collated as above) instead of
+  ``ManifestDataset(manifest_path, Method.views(cfg))``. ``correspondence`` is the pretrain
+  step's ``--correspondence`` file; a method that needs it and gets None raises SslzooError
+  naming the option (ORL stage 3).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 from torch import nn
 
 from sslzoo.methods.byol import BYOL
+from sslzoo.methods.orl import ORL
 from sslzoo.methods.relative_loc import RelativeLoc
 from sslzoo.methods.rotation_pred import RotationPred
 from sslzoo.methods.triplet import Triplet
@@ -30,6 +37,7 @@ METHODS: dict[str, type[nn.Module]] = {
     "rotation_pred": RotationPred,
     "byol": BYOL,
     "triplet": Triplet,
+    "orl": ORL,
 }
 
 

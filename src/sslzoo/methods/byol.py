@@ -16,8 +16,9 @@ mmselfsup/core/hooks/momentum_update_hook.py, configs/selfsup/_base_/datasets/im
   ``sum (2 - 2 cos)`` is this plus the constant 4 (same gradients).
 
 Projector/predictor biases are configurable: the reference's ``with_bias=True`` puts a bias on
-the hidden fc and ``with_last_bias=False`` none on the output fc; ORL stage 1 uses no bias at
-all, wanggrun/triplet one on both. ``self.backbone`` is the online backbone (the one extracted).
+the hidden fc and ``with_last_bias=False`` none on the output fc; ORL stage 1 does the same
+(its ``NonLinearNeckSimCLR`` keeps ``fc0_bias=True``) with kaiming init, wanggrun/triplet has
+one on both. ``self.backbone`` is the online backbone (the one extracted).
 """
 
 from __future__ import annotations

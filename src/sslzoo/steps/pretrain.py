@@ -4,7 +4,8 @@ Reads the model config (config/models/<name>.yaml) and the image manifest, train
 method with its protocol (optimizer, lr schedule with warm-up, epochs, batch per process), and
 writes the final checkpoint {"state_dict", "meta": {method, config, epoch, git_rev}} to --out.
 The work dir keeps latest.pth (written at the end of every epoch; a rerun resumes from it) and
-train_log.jsonl (one JSON line per iteration). Run as one process, or under
+train_log.jsonl (one JSON line per iteration). ORL stage 3 (method orl) also reads the stage-2
+correspondence file (--correspondence). Run as one process, or under
 `torchrun --standalone --nproc-per-node N -m sslzoo pretrain ...` for DDP (gloo on CPU, nccl on GPU).
 """
 
@@ -25,9 +26,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seeds initialisation, data order and augmentation"
     )
+    parser.add_argument(
+        "--correspondence",
+        default=None,
+        help="ORL stage 3 (method orl) needs it: the merged stage-2 file, results/orl/<model>/correspondence.json",
+    )
 
 
 def main(args: argparse.Namespace) -> None:
     from sslzoo.engine.trainer import pretrain_from_files
 
-    pretrain_from_files(args.config, args.manifest, args.work_dir, args.out, seed=args.seed)
+    pretrain_from_files(
+        args.config,
+        args.manifest,
+        args.work_dir,
+        args.out,
+        seed=args.seed,
+        correspondence=args.correspondence,
+    )
