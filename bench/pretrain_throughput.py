@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from sslzoo.config import load_model_config
 from sslzoo.engine.dist import DistContext
@@ -153,11 +153,12 @@ def engine_rate(
     return cfg["train"]["batch_size"] / statistics.median(times)
 
 
-def lightly_byol_rate(
-    cfg: dict[str, Any], batches: list[tuple[torch.Tensor, torch.Tensor]], steps: int, warmup: int,
-    device: torch.device,
-) -> float:
-    """Images/s of lightly's documented BYOL loop on the same trunk, sizes, optimizer and input."""
+def lightly_byol_rate(cfg: dict[str, Any], dataset: Dataset, warmup: int, device: torch.device) -> float:
+    """Images/s of lightly's documented BYOL loop on the same trunk, sizes, optimizer and input.
+
+    Timed like the engine's log: from one iteration's end to the next, batch loading (the same
+    DataLoader over the same precomputed views) included.
+    """
     import torchvision
     from lightly.loss import NegativeCosineSimilarity
     from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
@@ -194,10 +195,12 @@ def lightly_byol_rate(
     optimizer = torch.optim.SGD(model.parameters(), lr=opt["lr"], momentum=opt["momentum"],
                                 weight_decay=opt["weight_decay"])  # fmt: skip
     memory = torch.channels_last if channels_last else torch.contiguous_format
+    batch_size = int(cfg["train"]["batch_size"])
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, drop_last=True)
+    steps = len(loader)
     times = []
-    for step in range(steps):
-        x0, x1 = batches[step % len(batches)]
-        tick = time.perf_counter()
+    tick = time.perf_counter()
+    for step, ((x0, x1), _) in enumerate(loader):
         x0 = x0.to(device, non_blocking=True, memory_format=memory)
         x1 = x1.to(device, non_blocking=True, memory_format=memory)
         momentum = cosine_schedule(step, steps, 0.99, 1)
@@ -211,8 +214,10 @@ def lightly_byol_rate(
         optimizer.step()
         optimizer.zero_grad()
         loss.item()  # the engine logs the loss every iteration: the same synchronisation
-        times.append(time.perf_counter() - tick)
-    return len(batches[0][0]) / statistics.median(times[warmup:])
+        now = time.perf_counter()
+        times.append(now - tick)
+        tick = now
+    return batch_size / statistics.median(times[warmup:])
 
 
 def bare_resnet_rate(depth: int, size: int, batch: int, steps: int, warmup: int, device: torch.device,
@@ -249,16 +254,12 @@ def cpu64(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]
             torch.manual_seed(0)
             views = [transform(img) for img in images]
             dataset = CycledViews(views, args.batch * args.steps)
-            batches = [
-                tuple(torch.stack([v[i] for v in views[s : s + args.batch]]) for i in range(2))
-                for s in range(0, len(views) - args.batch + 1, args.batch)
-            ]
             with_peer = method == "byol" and not args.no_lightly
             rate = peer = 0.0
             for _ in range(args.repeats):  # alternate the two, keep each one's best run
                 rate = max(rate, engine_rate(method, cfg, dataset, args.warmup, device))
                 if with_peer:
-                    peer = max(peer, lightly_byol_rate(cfg, batches, args.steps, args.warmup, device))
+                    peer = max(peer, lightly_byol_rate(cfg, dataset, args.warmup, device))
             rows.append({"depth": depth, "method": method, "impl": "sslzoo", "images_s": rate})
             print(f"R{depth} {method:13s} sslzoo  {rate:8.1f} images/s", flush=True)
             if with_peer:
@@ -306,7 +307,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(MINI_CONFIGS), choices=list(MINI_CONFIGS))
     parser.add_argument("--size", type=int, default=None, help="view size (default 64, gpu224: 224)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=12, help="timed iterations per run, warm-up included")
+    parser.add_argument("--steps", type=int, default=20, help="timed iterations per run, warm-up included")
     parser.add_argument("--warmup", type=int, default=2, help="iterations left out of the median")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (the best median counts)")
     parser.add_argument("--pool", type=int, default=64, help="distinct images behind the cycled batches")
