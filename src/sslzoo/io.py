@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -57,6 +58,15 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise SslzooError(f"{path}: not valid YAML ({err})") from err
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def git_revision() -> str:

@@ -179,6 +179,23 @@ def test_changed_settings_set_the_old_run_aside_and_start_over(tmp_path: Path, c
     assert_same_weights(now, fresh.state_dict(), exact=True)
 
 
+def test_new_input_files_set_the_old_run_aside(tmp_path: Path, capsys) -> None:
+    data = NoisyVectors(40, noise=0.1)
+    cfg = make_cfg(batch_size=8, epochs=1)
+    train(TinyMethod(init_seed=0, bn=True), data, cfg, tmp_path / "w", seed=5, inputs={"manifest": "aaa"})
+    same = train(
+        TinyMethod(init_seed=0, bn=True), data, cfg, tmp_path / "w", seed=5, inputs={"manifest": "aaa"}
+    )
+    assert same["resumed_from_epoch"] == 1 and not list((tmp_path / "w").glob("superseded-*"))
+
+    result = train(
+        TinyMethod(init_seed=0, bn=True), data, cfg, tmp_path / "w", seed=5, inputs={"manifest": "bbb"}
+    )
+    assert result["resumed_from_epoch"] == 0
+    assert "input manifest changed" in capsys.readouterr().err
+    assert len(list((tmp_path / "w").glob("superseded-*"))) == 1
+
+
 def test_randomness_depends_on_the_seed_not_on_the_global_rng_history(tmp_path: Path) -> None:
     data = NoisyVectors(40, noise=0.3)
     cfg = make_cfg(batch_size=8, workers=1)
@@ -287,10 +304,15 @@ def test_pretrain_from_files_uses_the_method_dataset_hook(tmp_path: Path, monkey
     config.write_text(yaml.safe_dump(make_cfg(batch_size=8, epochs=1)))
     monkeypatch.setitem(sslzoo.methods.METHODS, "tiny", DatasetHookMethod)
     monkeypatch.setattr(DatasetHookMethod, "calls", [])
+    monkeypatch.chdir(tmp_path)
+    Path("m.json").write_text("{}")  # the hook reads neither; their digests go into the resume state
+    Path("c.json").write_text("{}")
     result = pretrain_from_files(
         config, "m.json", tmp_path / "work", tmp_path / "final.pth", correspondence="c.json"
     )
     assert DatasetHookMethod.calls == [("m.json", "c.json")]
+    inputs = torch.load(tmp_path / "work" / LATEST, weights_only=True)["inputs"]
+    assert set(inputs) == {"manifest", "correspondence"}
     assert result["iterations"] == 2 and (tmp_path / "final.pth").is_file()
     # a method without the hook reads the manifest only: a correspondence file is a wiring mistake
     monkeypatch.setitem(sslzoo.methods.METHODS, "tiny", TinyMethod)

@@ -196,6 +196,7 @@ def train(
     *,
     seed: int = 0,
     ctx: DistContext | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Pretrain ``method`` on ``dataset`` for ``cfg["train"]["epochs"]``, resuming when possible.
 
@@ -209,6 +210,9 @@ def train(
         out: where the final checkpoint goes (``{"state_dict", "meta"}``); None writes none.
         seed: seeds the data order and augmentation (with the epoch, rank and worker).
         ctx: this process's place in the process group (default: a single CPU process).
+        inputs: name -> digest of the files the dataset was built from (the manifest, ORL's
+            correspondence file): a resume state made from other inputs is set aside like one
+            made with other settings.
 
     Returns:
         ``{"epoch", "iterations", "iters_per_epoch", "resumed_from_epoch"}``.
@@ -252,6 +256,12 @@ def train(
             differences.append(f"seed ({state.get('seed')} -> {seed})")
         if state.get("iters_per_epoch") != iters_per_epoch:
             differences.append(f"iterations per epoch ({state.get('iters_per_epoch')} -> {iters_per_epoch})")
+        old_inputs = state.get("inputs") or {}
+        differences += [
+            f"input {name} changed"
+            for name, digest in (inputs or {}).items()
+            if old_inputs.get(name, digest) != digest
+        ]
         if differences:
             # The protocol changed (Snakemake reruns the job because its params changed): the old
             # run cannot be continued, so it is set aside, never silently mixed with the new one.
@@ -375,6 +385,7 @@ def train(
                     "config": cfg,
                     "seed": seed,
                     "world_size": ctx.world_size,
+                    "inputs": dict(inputs or {}),
                 },
                 latest_path,
             )
@@ -413,6 +424,7 @@ def pretrain_from_files(
     """
     from sslzoo.config import load_model_config
     from sslzoo.data.datasets import ManifestDataset
+    from sslzoo.io import file_digest
     from sslzoo.methods import METHODS
 
     cfg = load_model_config(config_path)
@@ -439,6 +451,10 @@ def pretrain_from_files(
             dataset = build_dataset(cfg, manifest_path, correspondence)
         else:
             dataset = ManifestDataset(manifest_path, method_class.views(cfg))
-        return train(method, dataset, cfg, work_dir, out, seed=seed, ctx=ctx)
+        # new data (a rebuilt manifest, a new correspondence file) must not resume an old run
+        inputs = {"manifest": file_digest(manifest_path)}
+        if correspondence is not None:
+            inputs["correspondence"] = file_digest(correspondence)
+        return train(method, dataset, cfg, work_dir, out, seed=seed, ctx=ctx, inputs=inputs)
     finally:
         cleanup()
