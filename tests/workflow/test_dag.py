@@ -130,6 +130,16 @@ def test_orl_published_files_replace_their_stages(workdir: Path) -> None:
     assert jobs["pretrain"] == len(cfg["models"])
 
 
+def test_missing_published_orl_file_names_key_and_path(workdir: Path) -> None:
+    cfg = placeholder_datasets(workdir)
+    cfg["orl"]["published"] = {"knn": "data/coco/meta/missing_knn.json"}
+    (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake(workdir, "-n", "--configfile", "config/changed.yaml", "--cores", "1")
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "orl.published.knn" in out and "data/coco/meta/missing_knn.json" in out
+
+
 def test_shard_counts_come_from_the_config(workdir: Path) -> None:
     cfg = placeholder_datasets(workdir)
     cfg["orl"].update(proposal_shards=5, correspondence_shards=3)

@@ -58,14 +58,14 @@ rule linear:
         backbone="results/backbones/{model}.pth",
         train=benchmark_manifest("train"),
         val=benchmark_manifest("val"),
-        protocol=linear_protocol,
+        protocol=benchmark_protocol,
         pooling=linear_pooling,
     output:
         "results/benchmarks/{linear}/{model}/metrics.json",
     params:
         work_dir="results/benchmarks/{linear}/{model}/work",
         seed=config["seed"],
-        protocol=linear_protocol_values,
+        protocol=benchmark_protocol_values,
     conda:
         "../envs/sslzoo.yaml"
     log:
@@ -89,14 +89,14 @@ rule semi:
         backbone="results/backbones/{model}.pth",
         train=benchmark_manifest("train"),
         val=benchmark_manifest("val"),
-        protocol=semi_protocol,
+        protocol=benchmark_protocol,
         split_file=semi_split_file,
     output:
         "results/benchmarks/{semi}/{model}/lr{lr}_head{mult}/metrics.json",
     params:
         work_dir="results/benchmarks/{semi}/{model}/lr{lr}_head{mult}/work",
         seed=config["seed"],
-        protocol=semi_protocol_values,
+        protocol=benchmark_protocol_values,
     conda:
         "../envs/sslzoo.yaml"
     log:

@@ -7,14 +7,14 @@ rule detection:
     input:
         mini_data_marker,
         backbone="results/backbones/{model}.pth",
-        protocol=detection_protocol,
+        protocol=benchmark_protocol,
     output:
         "results/benchmarks/{det}/{model}/metrics.json",
     params:
         work_dir="results/benchmarks/{det}/{model}/work",
         data=detection_data,
         seed=config["seed"],
-        protocol=detection_protocol_values,
+        protocol=benchmark_protocol_values,
     conda:
         "../envs/sslzoo.yaml"
     log:
@@ -37,14 +37,14 @@ rule segmentation:
     input:
         mini_data_marker,
         backbone="results/backbones/{model}.pth",
-        protocol=segmentation_protocol,
+        protocol=benchmark_protocol,
     output:
         "results/benchmarks/{seg}/{model}/metrics.json",
     params:
         work_dir="results/benchmarks/{seg}/{model}/work",
         data=segmentation_data,
         seed=config["seed"],
-        protocol=segmentation_protocol_values,
+        protocol=benchmark_protocol_values,
     conda:
         "../envs/sslzoo.yaml"
     log:

@@ -96,6 +96,9 @@ def _check_files():
         for dataset in BENCHMARK_DATASETS[bench]:
             if dataset not in config["datasets"]:
                 _fail("datasets", f"benchmark '{bench}' reads dataset '{dataset}', which is not configured")
+    for stage, path in config["orl"]["published"].items():
+        if path and not os.path.isfile(path):
+            _fail(f"orl.published.{stage}", f"file {path} does not exist; fix the path or remove the key to run the stage")
     for name, path in config["external"].items():
         if name in MODEL_CONFIGS or name == "random":
             _fail(f"external.{name}", "the name is already a pretrained model or the random baseline; rename it")
@@ -284,47 +287,49 @@ def protocol_values(benchmark):
     return _protocol_values
 
 
+# the wildcards that name a benchmark in the rules whose output path holds one
+BENCHMARK_WILDCARDS = ("linear", "semi", "det", "seg")
+
+
+def _benchmark(wildcards):
+    """The benchmark a job of the linear, semi, detection or segmentation rule runs."""
+    return next(getattr(wildcards, name) for name in BENCHMARK_WILDCARDS if hasattr(wildcards, name))
+
+
 def benchmark_manifest(split):
     """Input function: the `split` manifest of the benchmark's dataset."""
 
     def _benchmark_manifest(wildcards):
-        bench = getattr(wildcards, "linear", None) or getattr(wildcards, "semi", None)
-        return f"resources/manifests/{BENCHMARK_DATASETS[bench][0]}_{split}.json"
+        return f"resources/manifests/{BENCHMARK_DATASETS[_benchmark(wildcards)][0]}_{split}.json"
 
     return _benchmark_manifest
 
 
-def linear_protocol(wildcards):
-    return config["benchmarks"][wildcards.linear]
+def benchmark_protocol(wildcards):
+    """Input function: the protocol file of the job's benchmark (config `benchmarks:`)."""
+    return config["benchmarks"][_benchmark(wildcards)]
 
 
-def linear_protocol_values(wildcards):
-    return load_yaml(linear_protocol(wildcards))
+def benchmark_protocol_values(wildcards):
+    """Params function: the protocol's values, so `--list-changes params` sees an edit."""
+    return load_yaml(benchmark_protocol(wildcards))
 
 
 def linear_pooling(wildcards):
     """The features config whose pooling table the linear protocol names (`pooling_from`)."""
-    protocol = linear_protocol(wildcards)
+    protocol = benchmark_protocol(wildcards)
     pooling_from = load_yaml(protocol).get("pooling_from")  # absent for the AvgPool protocol
     return os.path.normpath(os.path.join(os.path.dirname(protocol), pooling_from)) if pooling_from else []
 
 
-def semi_protocol(wildcards):
-    return config["benchmarks"][wildcards.semi]
-
-
-def semi_protocol_values(wildcards):
-    return load_yaml(semi_protocol(wildcards))
-
-
 def semi_split_file(wildcards):
     """The protocol's standard subset list (SimCLR's 1percent.txt), if it names one."""
-    return load_yaml(semi_protocol(wildcards)).get("split_file") or []
+    return load_yaml(benchmark_protocol(wildcards)).get("split_file") or []
 
 
 def semi_runs(wildcards):
     """One fine-tuning job per (lr, head multiplier) of the protocol's grid."""
-    grid = load_yaml(semi_protocol(wildcards))
+    grid = load_yaml(benchmark_protocol(wildcards))
     return expand(
         "results/benchmarks/{semi}/{model}/lr{lr}_head{mult}/metrics.json",
         semi=wildcards.semi,
@@ -332,14 +337,6 @@ def semi_runs(wildcards):
         lr=grid["lrs"],
         mult=grid["head_mults"],
     )
-
-
-def detection_protocol(wildcards):
-    return config["benchmarks"][wildcards.det]
-
-
-def detection_protocol_values(wildcards):
-    return load_yaml(detection_protocol(wildcards))
 
 
 def detection_data(wildcards):
@@ -352,14 +349,6 @@ def detection_data(wildcards):
         f"--coco-images-train {coco['train']['images']} --coco-ann-train {coco['train']['annotations']}"
         f" --coco-images-val {coco['val']['images']} --coco-ann-val {coco['val']['annotations']}"
     )
-
-
-def segmentation_protocol(wildcards):
-    return config["benchmarks"][wildcards.seg]
-
-
-def segmentation_protocol_values(wildcards):
-    return load_yaml(segmentation_protocol(wildcards))
 
 
 def segmentation_data(wildcards):
