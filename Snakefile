@@ -45,8 +45,12 @@ include: "workflow/rules/bench_dense.smk"
 include: "workflow/rules/tables.smk"
 
 
+# `snakemake --report report.html` after a run: the tables and figures, with captions.
+report: "workflow/report/workflow.rst"
+
+
 rule all:
     input:
-        "results/tables/model_zoo.md",
-        method_pages(),
+        all_tables(),
+        all_plots(),
     default_target: True

@@ -7,10 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sslzoo.errors import SslzooError
 from sslzoo.steps import tables as tables_step
-from sslzoo.tables import SECTIONS, format_value, markdown_table, write_tables
+from sslzoo.tables import (
+    SECTIONS,
+    format_value,
+    markdown_table,
+    markdown_to_html,
+    write_benchmark_table,
+    write_method_page,
+    write_model_zoo,
+)
 
 ROTATION = """\
 method: rotation_pred
@@ -86,11 +95,69 @@ Results of the Rotation-Pred models of this zoo. Each of our rows is followed by
 """.format(svm=SECTIONS["svm_voc07"].description, knn=SECTIONS["knn_imagenet"].description)
 
 
+def write_tables(metrics: list[Path], configs: list[Path], out_dir: Path) -> None:
+    """Every page the workflow writes from these inputs: one per method and model_zoo.md."""
+    for method in sorted({yaml.safe_load(config.read_text())["method"] for config in configs}):
+        write_method_page(method, metrics, configs, out_dir / f"{method}.md")
+    write_model_zoo(metrics, configs, out_dir / "model_zoo.md")
+
+
 def test_method_page_matches_expected_markdown(tmp_path: Path, inputs) -> None:
     metrics, configs = inputs
-    written = write_tables(metrics, configs, tmp_path / "tables")
-    assert sorted(path.name for path in written) == ["byol.md", "model_zoo.md", "rotation_pred.md"]
+    page = write_method_page("rotation_pred", metrics, configs, tmp_path / "tables" / "rotation_pred.md")
+    assert page == EXPECTED_ROTATION_PAGE
     assert (tmp_path / "tables" / "rotation_pred.md").read_text() == EXPECTED_ROTATION_PAGE
+
+
+def test_unknown_method_names_the_methods_found(tmp_path: Path, inputs) -> None:
+    metrics, configs = inputs
+    with pytest.raises(SslzooError, match=r"no model config of method 'moco'.*\['byol', 'rotation_pred'\]"):
+        write_method_page("moco", metrics, configs, tmp_path / "moco.md")
+
+
+EXPECTED_KNN_TABLE = """\
+# ImageNet Nearest-Neighbor Classification
+
+Every model of this zoo on ImageNet Nearest-Neighbor Classification (classification). Each of our rows is followed by the numbers the model zoo reports for the same config, labelled (reported), where there are any; `random` is a randomly initialised backbone. – marks a result that is not available.
+
+## Classification
+
+### ImageNet Nearest-Neighbor Classification
+
+{knn}
+
+| Method        | Self-Supervised Config | k=10  | k=20  | k=100 | k=200 |
+| ------------- | ---------------------- | ----- | ----- | ----- | ----- |
+| Rotation-Pred | rot_r50                | 12.35 | 13.00 | 12.10 | 11.00 |
+| Rotation-Pred | rot_r50 (reported)     | 11.00 | 11.90 | 12.60 | 12.40 |
+| Rotation-Pred | rot_mini               | 30.00 | 31.46 | 29.00 | –     |
+| BYOL          | byol_r50               | –     | –     | –     | –     |
+| external      | my-checkpoint          | 50.00 | 51.00 | 52.00 | 53.00 |
+| Random init   | random                 | 9.50  | 9.25  | 8.00  | 7.12  |
+""".format(knn=SECTIONS["knn_imagenet"].description)
+
+
+def test_benchmark_table_matches_expected_markdown(tmp_path: Path, inputs) -> None:
+    metrics, configs = inputs
+    knn = [path for path in metrics if "knn_imagenet" in path.parts]
+    page = write_benchmark_table("knn_imagenet", knn, configs, tmp_path / "knn.md", tmp_path / "knn.html")
+    assert page == EXPECTED_KNN_TABLE
+    html = (tmp_path / "knn.html").read_text()
+    assert (
+        html.count("<tr") == 7
+        and "<tr class='reported'><td>Rotation-Pred</td><td>rot_r50 (reported)</td>" in html
+    )
+    with pytest.raises(SslzooError, match=r"given metrics of other benchmarks: \['svm_voc07'\]"):
+        write_benchmark_table("knn_imagenet", metrics, configs, tmp_path / "knn.md")
+
+
+def test_markdown_to_html_escapes_and_keeps_structure() -> None:
+    html = markdown_to_html(
+        "# T <1>\n\nSome **bold** and `code` & more.\n\n| a | b |\n| - | - |\n| x<y | – |\n"
+    )
+    assert "<title>T &lt;1&gt;</title>" in html and "<h1>T &lt;1&gt;</h1>" in html
+    assert "<p>Some <strong>bold</strong> and <code>code</code> &amp; more.</p>" in html
+    assert "<tr><th>a</th><th>b</th></tr>" in html and "<tr><td>x&lt;y</td><td>–</td></tr>" in html
 
 
 def test_model_zoo_lists_every_model_and_only_measured_sections(tmp_path: Path, inputs) -> None:
@@ -123,12 +190,21 @@ def test_model_zoo_lists_every_model_and_only_measured_sections(tmp_path: Path, 
 
 
 def test_step_writes_pages_and_empty_pages_say_so(tmp_path: Path, inputs) -> None:
-    _, configs = inputs
+    metrics, configs = inputs
     parser = argparse.ArgumentParser()
     tables_step.add_arguments(parser)
-    tables_step.main(parser.parse_args(["--models", *map(str, configs), "--out-dir", str(tmp_path / "out")]))
-    page = (tmp_path / "out" / "byol.md").read_text()
+    out = tmp_path / "out"
+    tables_step.main(
+        parser.parse_args(["--models", *map(str, configs), "--method", "byol", "--out", str(out / "byol.md")])
+    )
+    page = (out / "byol.md").read_text()
     assert page.startswith("# BYOL\n") and "No benchmark results yet." in page and "|" not in page
+    args = ["--metrics", *map(str, metrics), "--models", *map(str, configs), "--out", str(out / "zoo.md")]
+    tables_step.main(parser.parse_args([*args, "--html", str(out / "zoo.html")]))
+    assert (
+        "my-checkpoint" in (out / "zoo.md").read_text()
+        and "<td>my-checkpoint</td>" in (out / "zoo.html").read_text()
+    )
 
 
 @pytest.mark.parametrize(

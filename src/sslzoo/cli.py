@@ -29,6 +29,8 @@ from sslzoo.steps import (
     orl_merge_correspondence,
     orl_merge_proposals,
     orl_proposals,
+    plot_k,
+    plot_loss,
     pretrain,
     random_backbone,
     segmentation_benchmark,
@@ -63,6 +65,8 @@ STEPS: dict[str, ModuleType] = {
     "detection": detection_benchmark,
     "segmentation": segmentation_benchmark,
     "tables": tables,
+    "plot-loss": plot_loss,
+    "plot-k": plot_k,
 }
 
 

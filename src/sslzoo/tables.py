@@ -1,7 +1,9 @@
 """metrics.json files -> markdown tables in the format of the MMSelfSup model-zoo pages.
 
-One page per method (``{method}.md``: the method's models, each followed by its reported
-numbers, and the ``random`` baseline) and ``model_zoo.md`` (every model). A page has one
+Three kinds of page, each its own workflow job: one per method (``{method}.md``: the
+method's models, each followed by its reported numbers, and the ``random`` baseline), one per
+benchmark (``benchmarks/{benchmark}.md``: every model) and ``model_zoo.md`` (every model on
+every benchmark); each also as standalone HTML for the Snakemake report. A page has one
 section per benchmark that has at least one metrics file; :data:`SECTIONS` says each section's
 heading, description and columns (the column names of the model-zoo pages, which are also the
 keys of ``metrics.json`` and of a model config's ``reported``). A missing value is shown as "–".
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import numbers
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -281,38 +285,173 @@ def _intro(what: str) -> str:
     )
 
 
-def write_tables(
-    metrics_paths: Sequence[str | os.PathLike[str]],
-    model_config_paths: Sequence[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
-) -> list[Path]:
-    """Write ``{method}.md`` for every method of the model configs and ``model_zoo.md``; return the paths."""
+RANDOM_ENTRY = ModelEntry(name=RANDOM_MODEL, method=None, title="Random init")
+
+
+def _load_inputs(
+    metrics_paths: Sequence[str | os.PathLike[str]], model_config_paths: Sequence[str | os.PathLike[str]]
+) -> tuple[list[ModelEntry], pd.DataFrame]:
+    """The model configs (checked for duplicates) and the long-form results of every metrics file."""
     configured = [load_model_entry(path) for path in model_config_paths]
     names = [entry.name for entry in configured]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise SslzooError(f"model configs given twice: {duplicates}")
-    results = load_results(metrics_paths, configured)
-    known = set(names) | {RANDOM_MODEL}
+    return configured, load_results(metrics_paths, configured)
+
+
+def _every_model(configured: list[ModelEntry], results: pd.DataFrame) -> list[ModelEntry]:
+    """The configured models, then any other measured model (external checkpoints), then ``random``."""
+    known = {entry.name for entry in configured} | {RANDOM_MODEL}
     others = sorted(set(results.loc[results.source == OURS, "model"]) - known)
-    random_entry = ModelEntry(name=RANDOM_MODEL, method=None, title="Random init")
-    out_dir = Path(out_dir)
-    written: list[Path] = []
-    methods = list(dict.fromkeys(entry.method for entry in configured))
-    for method in methods:
-        rows = [entry for entry in configured if entry.method == method] + [random_entry]
-        title = rows[0].title
-        page = render_page(title, _intro(f"Results of the {title} models of this zoo"), results, rows)
-        written.append(out_dir / f"{method}.md")
-        atomic_write_bytes(written[-1], page.encode())
-    everyone = (
+    return (
         configured
         + [ModelEntry(name=name, method=None, title="external") for name in others]
-        + [random_entry]
+        + [RANDOM_ENTRY]
     )
+
+
+def _write(markdown: str, out: str | os.PathLike[str], html: str | os.PathLike[str] | None) -> None:
+    atomic_write_bytes(out, markdown.encode())
+    if html is not None:
+        atomic_write_bytes(html, markdown_to_html(markdown).encode())
+
+
+def write_model_zoo(
+    metrics_paths: Sequence[str | os.PathLike[str]],
+    model_config_paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    html: str | os.PathLike[str] | None = None,
+) -> str:
+    """``model_zoo.md``: every model (configured, external, ``random``) on every measured benchmark."""
+    configured, results = _load_inputs(metrics_paths, model_config_paths)
     page = render_page(
-        "Model Zoo", _intro("Every model of this zoo on every benchmark"), results, everyone, with_method=True
+        "Model Zoo",
+        _intro("Every model of this zoo on every benchmark"),
+        results,
+        _every_model(configured, results),
+        with_method=True,
     )
-    written.append(out_dir / "model_zoo.md")
-    atomic_write_bytes(written[-1], page.encode())
-    return written
+    _write(page, out, html)
+    return page
+
+
+def write_method_page(
+    method: str,
+    metrics_paths: Sequence[str | os.PathLike[str]],
+    model_config_paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    html: str | os.PathLike[str] | None = None,
+) -> str:
+    """``{method}.md``: the models of ``method`` among the configs, each with its reported numbers, and ``random``."""
+    configured, results = _load_inputs(metrics_paths, model_config_paths)
+    rows = [entry for entry in configured if entry.method == method]
+    if not rows:
+        found = sorted({str(entry.method) for entry in configured})
+        raise SslzooError(
+            f"no model config of method '{method}' among {list(model_config_paths)}; methods found: {found}"
+        )
+    title = rows[0].title
+    page = render_page(
+        title, _intro(f"Results of the {title} models of this zoo"), results, [*rows, RANDOM_ENTRY]
+    )
+    _write(page, out, html)
+    return page
+
+
+def write_benchmark_table(
+    benchmark: str,
+    metrics_paths: Sequence[str | os.PathLike[str]],
+    model_config_paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    html: str | os.PathLike[str] | None = None,
+) -> str:
+    """One benchmark's table (a section of :data:`SECTIONS`) with every model, as its own page."""
+    if benchmark not in SECTIONS:
+        raise SslzooError(f"benchmark '{benchmark}' has no table section; the sections are {list(SECTIONS)}")
+    configured, results = _load_inputs(metrics_paths, model_config_paths)
+    other = sorted(set(results.loc[results.source == OURS, "benchmark"]) - {benchmark})
+    if other:
+        raise SslzooError(f"the {benchmark} table was given metrics of other benchmarks: {other}")
+    section = SECTIONS[benchmark]
+    page = render_page(
+        section.heading,
+        _intro(f"Every model of this zoo on {section.heading} ({section.group.lower()})"),
+        results,
+        _every_model(configured, results),
+        with_method=True,
+    )
+    _write(page, out, html)
+    return page
+
+
+# ---------------------------------------------------------------- HTML (the Snakemake report)
+
+_INLINE = re.compile(r"\*\*(.+?)\*\*|`(.+?)`")
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
+    "th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}"
+    "th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){text-align:left}"
+    "tr.reported td{color:#666;font-style:italic}th{background:#f3f3f3}"
+)
+
+
+def _inline_html(text: str) -> str:
+    """``**bold**`` and ```code``` of the page texts as HTML, everything else escaped."""
+    out, last = [], 0
+    for match in _INLINE.finditer(text):
+        out.append(html_escape(text[last : match.start()]))
+        bold, code = match.groups()
+        out.append(
+            f"<strong>{html_escape(bold)}</strong>"
+            if bold is not None
+            else f"<code>{html_escape(code)}</code>"
+        )
+        last = match.end()
+    out.append(html_escape(text[last:]))
+    return "".join(out)
+
+
+def _table_html(lines: list[str]) -> str:
+    """A pipe table (header, separator, rows) as an HTML table; (reported) rows get their own class."""
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    header, rows = cells[0], cells[2:]
+    parts = ["<table>", "<tr>" + "".join(f"<th>{_inline_html(c)}</th>" for c in header) + "</tr>"]
+    for row in rows:
+        reported = any(cell.endswith(REPORTED_SUFFIX) for cell in row)
+        parts.append(
+            ("<tr class='reported'>" if reported else "<tr>")
+            + "".join(f"<td>{_inline_html(c)}</td>" for c in row)
+            + "</tr>"
+        )
+    return "\n".join([*parts, "</table>"])
+
+
+def markdown_to_html(markdown: str) -> str:
+    """A standalone HTML page of a page written by this module (headings, paragraphs, pipe tables)."""
+    body: list[str] = []
+    lines = markdown.splitlines()
+    title = lines[0].lstrip("# ") if lines else ""
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("|"):
+            end = i
+            while end < len(lines) and lines[end].startswith("|"):
+                end += 1
+            body.append(_table_html(lines[i:end]))
+            i = end
+            continue
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{_inline_html(line[level:].strip())}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{_inline_html(line)}</p>")
+        i += 1
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html_escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

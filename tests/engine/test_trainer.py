@@ -308,9 +308,17 @@ def test_pretrain_from_files_uses_the_method_dataset_hook(tmp_path: Path, monkey
     Path("m.json").write_text("{}")  # the hook reads neither; their digests go into the resume state
     Path("c.json").write_text("{}")
     result = pretrain_from_files(
-        config, "m.json", tmp_path / "work", tmp_path / "final.pth", correspondence="c.json"
+        config,
+        "m.json",
+        tmp_path / "work",
+        tmp_path / "final.pth",
+        correspondence="c.json",
+        train_log_out=tmp_path / "out" / "train_log.jsonl",
     )
     assert DatasetHookMethod.calls == [("m.json", "c.json")]
+    copied = (tmp_path / "out" / "train_log.jsonl").read_text()
+    assert copied == (tmp_path / "work" / "train_log.jsonl").read_text()
+    assert [json.loads(line)["iter"] for line in copied.splitlines()] == [1, 2]
     inputs = torch.load(tmp_path / "work" / LATEST, weights_only=True)["inputs"]
     assert set(inputs) == {"manifest", "correspondence"}
     assert result["iterations"] == 2 and (tmp_path / "final.pth").is_file()

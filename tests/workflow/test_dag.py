@@ -97,8 +97,66 @@ def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
     assert jobs["linear"] == len(linear) * n_models
     assert jobs["semi"] == grid * n_models
     assert jobs["semi_select"] == len(semi) * n_models
-    assert jobs["tables"] == 1
+    # one job per page: model_zoo, each method, each benchmark table (AvgPool shares ImageNet linear's)
+    methods = {model_cfg["method"] for model_cfg in model_cfgs.values()}
+    tables = set(benchmarks) - ({"linear_avgpool_imagenet"} if "linear_imagenet" in benchmarks else set())
+    assert jobs["model_zoo_table"] == 1
+    assert jobs["method_page"] == len(methods)
+    assert jobs["benchmark_table"] == len(tables)
+    assert jobs["loss_curve"] == jobs["pretrain"]
+    assert jobs["k_plot"] == len({"knn_imagenet", "lowshot_voc07"} & set(benchmarks))
     assert jobs["make_mini_data"] == 0
+
+
+def test_external_checkpoint_is_a_row_of_every_benchmark(workdir: Path) -> None:
+    cfg = placeholder_datasets(workdir)
+    baseline = _dry_run_with(workdir, cfg)
+    (workdir / "ckpt").mkdir()
+    (workdir / "ckpt" / "mine.pth").touch()
+    cfg["external"] = {"my-ckpt": "ckpt/mine.pth"}
+    jobs = _dry_run_with(workdir, cfg)
+    assert jobs["import_external"] == 1 and jobs["pretrain"] == baseline["pretrain"]
+    per_model = ("knn", "svm", "lowshot", "linear", "semi_select", "detection", "segmentation")
+    n_models = len(cfg["models"]) + 1
+    for rule in per_model:
+        assert jobs[rule] == baseline[rule] // n_models * (n_models + 1), rule
+    result = snakemake(
+        workdir, "-n", "--configfile", "config/changed.yaml", "--cores", "1", "-p", "model_zoo_table"
+    )
+    command = next(line for line in result.stdout.splitlines() if "sslzoo tables" in line)
+    for benchmark in cfg["benchmarks"]:
+        assert f"results/benchmarks/{benchmark}/my-ckpt/metrics.json" in command, benchmark
+
+
+def test_table_targets_plan_only_what_their_table_needs(workdir: Path) -> None:
+    cfg = placeholder_datasets(workdir)
+    (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(cfg))
+
+    def plan(target: str) -> Counter:
+        result = snakemake(workdir, "-n", "--configfile", "config/changed.yaml", "--cores", "1", target)
+        assert result.returncode == 0, result.stderr + result.stdout
+        return planned_jobs(result.stdout)
+
+    knn = plan("table_knn_imagenet")
+    assert knn["benchmark_table"] == 1 and knn["knn"] == len(cfg["models"]) + 1
+    assert not any(
+        knn[rule] for rule in ("linear", "semi", "svm", "detection", "method_page", "model_zoo_table")
+    )
+    linear = plan("table_linear_imagenet")  # the AvgPool protocol's jobs fill the same table
+    assert linear["linear"] == 2 * (len(cfg["models"]) + 1) and linear["knn"] == 0
+    page = plan("page_byol")
+    assert page["method_page"] == 1 and page["model_zoo_table"] == 0
+    byol = [name for name in cfg["models"] if name.startswith("byol_")]
+    assert page["extract_backbone"] == len(byol)
+
+    del cfg["benchmarks"]["det_coco"]
+    (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake(workdir, "-n", "--configfile", "config/changed.yaml", "--cores", "1", "table_det_coco")
+    assert result.returncode != 0
+    assert (
+        "config key 'benchmarks': table 'det_coco' needs benchmark 'det_coco'"
+        in result.stdout + result.stderr
+    )
 
 
 def _dry_run_with(workdir: Path, cfg: dict) -> Counter:

@@ -145,6 +145,13 @@ SEMI_BENCHMARKS = [name for name in config["benchmarks"] if name.startswith("sem
 DET_BENCHMARKS = [name for name in config["benchmarks"] if name.startswith("det_")]
 SEG_BENCHMARKS = [name for name in config["benchmarks"] if name.startswith("seg_")]
 
+# benchmarks whose numbers are columns of another benchmark's table (sslzoo.tables.SECTION_OF)
+TABLE_OF = {"linear_avgpool_imagenet": "linear_imagenet"}
+TABLES = list(dict.fromkeys(TABLE_OF.get(name, name) for name in config["benchmarks"]))
+# benchmarks whose table columns are k=N: plotted against k in the report
+K_BENCHMARKS = {"knn_imagenet": "top-1 (%)", "lowshot_voc07": "mAP (%)"}
+K_PLOTS = [name for name in K_BENCHMARKS if name in config["benchmarks"]]
+
 
 wildcard_constraints:
     model=_alternatives(ALL_MODELS),
@@ -158,6 +165,9 @@ wildcard_constraints:
     semi=_alternatives(SEMI_BENCHMARKS),
     det=_alternatives(DET_BENCHMARKS),
     seg=_alternatives(SEG_BENCHMARKS),
+    table=_alternatives(TABLES),
+    method=_alternatives(METHODS),
+    k_benchmark=_alternatives(K_PLOTS),
     split="[A-Za-z0-9]+",
     lr="[0-9.e-]+",
     mult="[0-9.e-]+",
@@ -412,9 +422,80 @@ def all_benchmark_results():
     return [path for bench in config["benchmarks"] for path in benchmark_results(bench)]
 
 
-def method_pages():
-    return expand("results/tables/{method}.md", method=METHODS)
-
-
 def model_config_files():
     return expand("config/models/{model}.yaml", model=PRETRAINED)
+
+
+def table_metrics(wildcards):
+    """Input function: every metrics file of the benchmarks shown in table `{table}`."""
+    return [
+        path
+        for bench in config["benchmarks"]
+        if TABLE_OF.get(bench, bench) == wildcards.table
+        for path in benchmark_results(bench)
+    ]
+
+
+def _method_models(method):
+    return [name for name in PRETRAINED if MODEL_CONFIGS[name]["method"] == method]
+
+
+def method_metrics(wildcards):
+    """Input function: the metrics of the method's models and of the baseline, every benchmark."""
+    return expand(
+        "results/benchmarks/{benchmark}/{model}/metrics.json",
+        benchmark=list(config["benchmarks"]),
+        model=_method_models(wildcards.method) + BASELINES,
+    )
+
+
+def method_model_configs(wildcards):
+    return expand("config/models/{model}.yaml", model=_method_models(wildcards.method))
+
+
+def k_plot_metrics(wildcards):
+    return benchmark_results(wildcards.k_benchmark)
+
+
+def k_plot_ylabel(wildcards):
+    return K_BENCHMARKS[wildcards.k_benchmark]
+
+
+def all_tables():
+    """Every page: model_zoo, one per method, one per benchmark table (markdown and HTML)."""
+    pages = ["results/tables/model_zoo"]
+    pages += expand("results/tables/{method}", method=METHODS)
+    pages += expand("results/tables/benchmarks/{table}", table=TABLES)
+    return [page + ext for page in pages for ext in (".md", ".html")]
+
+
+def all_plots():
+    """The report's figures: a loss curve per pretrained model, each k=N benchmark against k."""
+    # an ORL stage-1 model is trained only when the stage-2 correspondence is not published
+    stage1 = [] if config["orl"]["published"].get("correspondence") else [MODEL_CONFIGS[m]["stage1"] for m in ORL_MODELS]
+    trained = list(dict.fromkeys(PRETRAINED + stage1))
+    return expand("results/plots/loss/{model}.svg", model=trained) + expand(
+        "results/plots/{benchmark}.svg", benchmark=K_PLOTS
+    )
+
+
+def table_target(table):
+    """Input function of the `table_<benchmark>` target rules: that table's markdown page."""
+
+    def _table_target(wildcards):
+        if table not in TABLES:
+            _fail("benchmarks", f"table '{table}' needs benchmark '{table}' in the config; add it to run this target")
+        return f"results/tables/benchmarks/{table}.md"
+
+    return _table_target
+
+
+def page_target(method):
+    """Input function of the `page_<method>` target rules: that method's markdown page."""
+
+    def _page_target(wildcards):
+        if method not in METHODS:
+            _fail("models", f"page '{method}' needs a model of method '{method}' in the config; add one to run this target")
+        return f"results/tables/{method}.md"
+
+    return _page_target

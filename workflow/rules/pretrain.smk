@@ -9,7 +9,8 @@ rule pretrain:
         manifest=pretrain_manifest,
         correspondence=pretrain_correspondence,
     output:
-        "results/pretrain/{pretrained}/final.pth",
+        final="results/pretrain/{pretrained}/final.pth",
+        train_log="results/pretrain/{pretrained}/train_log.jsonl",
     params:
         work_dir="results/pretrain/{pretrained}/work",
         seed=config["seed"],
@@ -30,7 +31,8 @@ rule pretrain:
     shell:
         "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo pretrain"
         " --config {input.config} --manifest {input.manifest} --work-dir {params.work_dir}"
-        " {params.correspondence} --seed {params.seed} --out {output} > {log} 2>&1"
+        " {params.correspondence} --seed {params.seed} --out {output.final}"
+        " --train-log-out {output.train_log} > {log} 2>&1"
 
 
 rule extract_backbone:

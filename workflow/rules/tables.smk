@@ -1,32 +1,258 @@
-# The model zoo's pages: one markdown page per method and model_zoo.md, from every
-# metrics.json. Target rules per table let a user rebuild just one benchmark's rows.
+# The model zoo's pages and the report's figures. Each page is its own job that reads only the
+# metrics it shows: a change to one benchmark rewrites that benchmark's table, the method pages
+# and model_zoo.md, nothing else. Every page is written as markdown and as HTML (the report).
 
 
-rule tables:
+rule benchmark_table:
+    input:
+        metrics=table_metrics,
+        models=model_config_files(),
+    output:
+        md="results/tables/benchmarks/{table}.md",
+        html=report(
+            "results/tables/benchmarks/{table}.html",
+            caption="../report/benchmark_table.rst",
+            category="Tables",
+            subcategory="Benchmarks",
+            labels={"table": "{table}"},
+        ),
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/tables/benchmarks/{table}.log",
+    benchmark:
+        "logs/benchmarks/tables/benchmarks/{table}.tsv"
+    threads: res("tables", "threads")
+    resources:
+        mem_mb=res("tables", "mem_mb"),
+        runtime=res("tables", "runtime"),
+    shell:
+        "python -m sslzoo tables --benchmark {wildcards.table} --metrics {input.metrics}"
+        " --models {input.models} --out {output.md} --html {output.html} > {log} 2>&1"
+
+
+rule method_page:
+    input:
+        metrics=method_metrics,
+        models=method_model_configs,
+    output:
+        md="results/tables/{method}.md",
+        html=report(
+            "results/tables/{method}.html",
+            caption="../report/method_page.rst",
+            category="Tables",
+            subcategory="Methods",
+            labels={"method": "{method}"},
+        ),
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/tables/{method}.log",
+    benchmark:
+        "logs/benchmarks/tables/{method}.tsv"
+    threads: res("tables", "threads")
+    resources:
+        mem_mb=res("tables", "mem_mb"),
+        runtime=res("tables", "runtime"),
+    shell:
+        "python -m sslzoo tables --method {wildcards.method} --metrics {input.metrics}"
+        " --models {input.models} --out {output.md} --html {output.html} > {log} 2>&1"
+
+
+rule model_zoo_table:
     input:
         metrics=all_benchmark_results(),
         models=model_config_files(),
     output:
-        zoo="results/tables/model_zoo.md",
-        pages=method_pages(),
-    params:
-        out_dir=output_dir,
+        md="results/tables/model_zoo.md",
+        html=report(
+            "results/tables/model_zoo.html",
+            caption="../report/model_zoo.rst",
+            category="Tables",
+            subcategory="Model zoo",
+            labels={"page": "model_zoo"},
+        ),
     conda:
         "../envs/sslzoo.yaml"
     log:
-        "logs/tables.log",
+        "logs/tables/model_zoo.log",
     benchmark:
-        "logs/benchmarks/tables.tsv"
+        "logs/benchmarks/tables/model_zoo.tsv"
     threads: res("tables", "threads")
     resources:
         mem_mb=res("tables", "mem_mb"),
         runtime=res("tables", "runtime"),
     shell:
         "python -m sslzoo tables --metrics {input.metrics} --models {input.models}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        " --out {output.md} --html {output.html} > {log} 2>&1"
+
+
+rule loss_curve:
+    input:
+        "results/pretrain/{pretrained}/train_log.jsonl",
+    output:
+        report(
+            "results/plots/loss/{pretrained}.svg",
+            caption="../report/loss_curve.rst",
+            category="Training loss",
+            labels={"model": "{pretrained}"},
+        ),
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/plots/loss/{pretrained}.log",
+    benchmark:
+        "logs/benchmarks/plots/loss/{pretrained}.tsv"
+    threads: res("tables", "threads")
+    resources:
+        mem_mb=res("tables", "mem_mb"),
+        runtime=res("tables", "runtime"),
+    shell:
+        "python -m sslzoo plot-loss --train-log {input} --title {wildcards.pretrained} --out {output} > {log} 2>&1"
+
+
+rule k_plot:
+    input:
+        metrics=k_plot_metrics,
+    output:
+        report(
+            "results/plots/{k_benchmark}.svg",
+            caption="../report/k_plot.rst",
+            category="Benchmarks against k",
+            labels={"benchmark": "{k_benchmark}"},
+        ),
+    params:
+        ylabel=k_plot_ylabel,
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/plots/{k_benchmark}.log",
+    benchmark:
+        "logs/benchmarks/plots/{k_benchmark}.tsv"
+    threads: res("tables", "threads")
+    resources:
+        mem_mb=res("tables", "mem_mb"),
+        runtime=res("tables", "runtime"),
+    shell:
+        "python -m sslzoo plot-k --benchmark {wildcards.k_benchmark} --metrics {input.metrics}"
+        " --ylabel '{params.ylabel}' --out {output} > {log} 2>&1"
+
+
+# ---------------------------------------------------------------- targets
+# `snakemake tables`, `snakemake plots`, and one target per table and per method page:
+# `snakemake table_knn_imagenet` runs only what the kNN table needs. A target whose benchmark
+# or method is not in the config stops with a message naming the config key.
+
+
+rule tables:
+    input:
+        all_tables(),
+    default_target: False
+
+
+rule plots:
+    input:
+        all_plots(),
+    default_target: False
+
+
+rule table_svm_voc07:
+    input:
+        table_target("svm_voc07"),
+    default_target: False
+
+
+rule table_lowshot_voc07:
+    input:
+        table_target("lowshot_voc07"),
+    default_target: False
+
+
+rule table_linear_imagenet:  # with linear_avgpool_imagenet's AvgPool column
+    input:
+        table_target("linear_imagenet"),
+    default_target: False
+
+
+rule table_linear_places205:
+    input:
+        table_target("linear_places205"),
+    default_target: False
+
+
+rule table_linear_inat18:
+    input:
+        table_target("linear_inat18"),
+    default_target: False
 
 
 rule table_knn_imagenet:
     input:
-        benchmark_results("knn_imagenet"),
+        table_target("knn_imagenet"),
+    default_target: False
+
+
+rule table_semi_in1k_1pct:
+    input:
+        table_target("semi_in1k_1pct"),
+    default_target: False
+
+
+rule table_semi_in1k_10pct:
+    input:
+        table_target("semi_in1k_10pct"),
+    default_target: False
+
+
+rule table_det_voc0712:
+    input:
+        table_target("det_voc0712"),
+    default_target: False
+
+
+rule table_det_coco:
+    input:
+        table_target("det_coco"),
+    default_target: False
+
+
+rule table_seg_voc12aug:
+    input:
+        table_target("seg_voc12aug"),
+    default_target: False
+
+
+rule table_seg_cityscapes:
+    input:
+        table_target("seg_cityscapes"),
+    default_target: False
+
+
+rule page_relative_loc:
+    input:
+        page_target("relative_loc"),
+    default_target: False
+
+
+rule page_rotation_pred:
+    input:
+        page_target("rotation_pred"),
+    default_target: False
+
+
+rule page_byol:
+    input:
+        page_target("byol"),
+    default_target: False
+
+
+rule page_orl:
+    input:
+        page_target("orl"),
+    default_target: False
+
+
+rule page_triplet:
+    input:
+        page_target("triplet"),
     default_target: False

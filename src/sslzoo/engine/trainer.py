@@ -39,7 +39,7 @@ from sslzoo.engine.dist import DistContext, all_reduce_mean, barrier, cleanup, i
 from sslzoo.engine.optim import build_optimizer
 from sslzoo.engine.schedules import apply_lr, build_schedule
 from sslzoo.errors import SslzooError
-from sslzoo.io import git_revision
+from sslzoo.io import atomic_write_bytes, git_revision
 
 LATEST = "latest.pth"
 TRAIN_LOG = "train_log.jsonl"
@@ -413,8 +413,12 @@ def pretrain_from_files(
     out: str | os.PathLike[str],
     seed: int = 0,
     correspondence: str | os.PathLike[str] | None = None,
+    train_log_out: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """The ``pretrain`` step: config + manifest -> method and dataset -> :func:`train`.
+
+    ``train_log_out`` receives a copy of the finished run's ``train_log.jsonl`` (the loss curve
+    of the report), written once training is complete.
 
     The dataset is the method's ``build_dataset(cfg, manifest_path, correspondence)`` when it
     has that hook (ORL stage 3 reads ``correspondence``, its stage-2 file), else
@@ -455,6 +459,9 @@ def pretrain_from_files(
         inputs = {"manifest": file_digest(manifest_path)}
         if correspondence is not None:
             inputs["correspondence"] = file_digest(correspondence)
-        return train(method, dataset, cfg, work_dir, out, seed=seed, ctx=ctx, inputs=inputs)
+        summary = train(method, dataset, cfg, work_dir, out, seed=seed, ctx=ctx, inputs=inputs)
+        if train_log_out is not None and ctx.is_main:
+            atomic_write_bytes(train_log_out, (Path(work_dir) / TRAIN_LOG).read_bytes())
+        return summary
     finally:
         cleanup()

@@ -2,7 +2,8 @@
 
 Reads the model config (config/models/<name>.yaml) and the image manifest, trains the config's
 method with its protocol (optimizer, lr schedule with warm-up, epochs, batch per process), and
-writes the final checkpoint {"state_dict", "meta": {method, config, epoch, git_rev}} to --out.
+writes the final checkpoint {"state_dict", "meta": {method, config, epoch, git_rev}} to --out
+and a copy of the run's train log to --train-log-out.
 The work dir keeps latest.pth (written at the end of every epoch; a rerun resumes from it) and
 train_log.jsonl (one JSON line per iteration). ORL stage 3 (method orl) also reads the stage-2
 correspondence file (--correspondence). Run as one process, or under
@@ -24,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="final checkpoint, results/pretrain/<name>/final.pth")
     parser.add_argument(
+        "--train-log-out",
+        default=None,
+        help="copy of the finished run's train log (one JSON line per iteration), "
+        "results/pretrain/<name>/train_log.jsonl",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seeds initialisation, data order and augmentation"
     )
     parser.add_argument(
@@ -43,4 +50,5 @@ def main(args: argparse.Namespace) -> None:
         args.out,
         seed=args.seed,
         correspondence=args.correspondence,
+        train_log_out=args.train_log_out,
     )

@@ -1,9 +1,13 @@
-"""Write the markdown tables: one page per method and model_zoo.md, in the model-zoo format.
+"""Write one page of the model-zoo tables, in markdown (and HTML with --html).
 
 Reads results/benchmarks/{benchmark}/{model}/metrics.json files (benchmark and model from the
-path) and the model configs (method, title, reported numbers) and writes {method}.md for each
-method (its models, their reported numbers and the random baseline) and model_zoo.md (every
-model) to --out-dir. A section per benchmark with at least one metrics file; "–" where missing."""
+path) and the model configs (method, title, reported numbers) and writes one of:
+
+- with --method M: the page of method M (its models, their reported numbers, the random row);
+- with --benchmark B: the table of benchmark B (every model);
+- with neither: model_zoo.md (every model on every benchmark).
+
+A section per benchmark with at least one metrics file; "–" where a number is missing."""
 
 from __future__ import annotations
 
@@ -15,10 +19,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models", nargs="*", default=[], metavar="CONFIG", help="model configs (config/models/*.yaml)"
     )
-    parser.add_argument("--out-dir", required=True, help="directory of the pages (results/tables)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--method", help="write this method's page (e.g. byol)")
+    which.add_argument("--benchmark", help="write this benchmark's table (e.g. knn_imagenet)")
+    parser.add_argument("--out", required=True, help="the markdown page, e.g. results/tables/model_zoo.md")
+    parser.add_argument("--html", default=None, help="also write the page as standalone HTML here")
 
 
 def main(args: argparse.Namespace) -> None:
-    from sslzoo.tables import write_tables
+    from sslzoo.tables import write_benchmark_table, write_method_page, write_model_zoo
 
-    write_tables(args.metrics, args.models, args.out_dir)
+    if args.method:
+        write_method_page(args.method, args.metrics, args.models, args.out, args.html)
+    elif args.benchmark:
+        write_benchmark_table(args.benchmark, args.metrics, args.models, args.out, args.html)
+    else:
+        write_model_zoo(args.metrics, args.models, args.out, args.html)
