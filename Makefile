@@ -1,6 +1,8 @@
 # The two commands of the README, and a few conveniences. Everything installs into .venv/.
 #   make zoo    install sslzoo, then run the mini zoo end to end (results/tables/)
 #   make test   install sslzoo with the test extras, then run the tests
+#   make dag    draw the rule graph to docs/rulegraph.svg (needs graphviz)
+#   make report the Snakemake HTML report of a finished run, results/report.html
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -35,6 +37,9 @@ test: install-test
 
 dag: install
 	snakemake --profile profiles/local --rulegraph | dot -Tsvg > docs/rulegraph.svg
+
+report: install
+	snakemake --profile profiles/local --report results/report.html
 
 clean-results:
 	rm -rf results logs .snakemake/metadata

@@ -113,6 +113,24 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         extract_backbone(tmp_path / "absent.pth", tmp_path / "out.pth")
 
 
+class _RunsCodeWhenUnpickled:
+    """An object whose unpickling would call ``exec``: only a full pickle load runs it."""
+
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('ran').touch()",))
+
+
+def test_checkpoints_are_loaded_weights_only(tmp_path: Path, backbone: ResNetBackbone, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    checkpoint = tmp_path / "evil.pth"
+    torch.save({"state_dict": backbone.state_dict(), "hook": _RunsCodeWhenUnpickled()}, checkpoint)
+    with pytest.raises(
+        SslzooError, match=r"(?s)evil.pth: cannot be read as a tensors-only checkpoint.*weights_only=True"
+    ):
+        extract_backbone(checkpoint, tmp_path / "out.pth")
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "out.pth").exists()
+
+
 def test_random_backbone_is_seeded_and_strict(tmp_path: Path) -> None:
     a = random_backbone(18, 0, tmp_path / "a.pth")
     b = random_backbone(18, 0, tmp_path / "b.pth")

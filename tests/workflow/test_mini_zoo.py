@@ -279,3 +279,36 @@ def test_report_holds_tables_and_figures(mini_zoo: Path) -> None:
     for name in ("model_zoo.html", "knn_imagenet.svg", "lowshot_voc07.svg", f"{MODEL}.svg", "Training loss"):
         assert name in html, name
     assert "nearest neighbours that vote" in html  # the kNN figure's caption
+
+
+def test_external_checkpoint_is_evaluated_like_our_own(mini_zoo: Path) -> None:
+    """The trained model, re-saved as an MMSelfSup backbone checkpoint and named in `external:`,
+    gets its own kNN row with exactly the numbers of the model it came from."""
+    import torch
+
+    from sslzoo.checkpoints import load_backbone, to_mmselfsup
+
+    backbone = load_backbone(mini_zoo / "results" / "backbones" / f"{MODEL}.pth")
+    checkpoint = mini_zoo / "external" / "epoch_2.pth"
+    checkpoint.parent.mkdir()
+    torch.save({"meta": {"epoch": 2}, **to_mmselfsup(backbone)}, checkpoint)
+    cfg = yaml.safe_load((mini_zoo / "config" / "mini.yaml").read_text())
+    cfg["external"] = {"my-checkpoint": "external/epoch_2.pth"}
+    (mini_zoo / "config" / "with_external.yaml").write_text(yaml.safe_dump(cfg))
+    run = subprocess.run(
+        [*_snakemake_cmd(mini_zoo), "table_knn_imagenet", "--configfile", "config/with_external.yaml"],
+        cwd=mini_zoo,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ours, theirs = (
+        _metrics(mini_zoo, "knn_imagenet", MODEL),
+        _metrics(mini_zoo, "knn_imagenet", "my-checkpoint"),
+    )
+    assert {k: v for k, v in theirs.items() if k != "meta"} == {k: v for k, v in ours.items() if k != "meta"}
+    table = (mini_zoo / "results" / "tables" / "benchmarks" / "knn_imagenet.md").read_text()
+    row = next(line for line in table.splitlines() if "my-checkpoint" in line)
+    assert row.split("|")[1].strip() == "external" and "–" not in row
