@@ -3,13 +3,11 @@
 #   snakemake --profile profiles/local     # the mini zoo on the embedded data (config/mini.yaml)
 #   snakemake --profile profiles/slurm     # the full zoo on a SLURM cluster (config/config.yaml)
 #
-# The configuration comes from the profile (or --configfile); profiles/default/ picks the
-# mini zoo when no profile is named. The rules only wire files together; every job is one
-# `python -m sslzoo <step>` command.
+# The configuration comes from the profile (or --configfile); without one, the mini zoo.
+# The rules only wire files together; every job is one `python -m sslzoo <step>` command.
 
 import os
 
-from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -21,11 +19,12 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [os.path.join(workflow.basedir, "src"), os.getenv("PYTHONPATH")]))
 )
 
+# No --configfile (from the command line or the chosen profile): the embedded mini zoo. The
+# profiles/default/ workflow profile is applied on top of any --profile, so it names no config
+# file; a config file given by a profile or on the command line replaces this one, unmerged.
 if not config:
-    raise WorkflowError(
-        "no configuration: run with --profile profiles/local (the mini zoo), --profile "
-        "profiles/slurm (the full zoo) or --configfile config/<file>.yaml"
-    )
+
+    configfile: "config/mini.yaml"
 
 
 include: "workflow/rules/common.smk"
