@@ -21,7 +21,9 @@ def test_every_step_has_help_with_its_arguments(step: str, capsys: pytest.Captur
 
 
 def test_top_level_help_lists_every_step() -> None:
-    result = subprocess.run([sys.executable, "-m", "sslzoo", "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "sslzoo", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     for step in STEPS:
         assert step in result.stdout
@@ -35,8 +37,34 @@ def test_help_does_not_import_torch() -> None:
 
 def test_user_error_exits_2_with_message(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope.txt"
-    code = main(["manifest", "--dataset", "imagenet", "--images", str(tmp_path), "--list", str(missing),
-                 "--split", "train", "--out", str(tmp_path / "m.json")])
+    code = main(
+        [
+            "manifest",
+            "--dataset",
+            "imagenet",
+            "--images",
+            str(tmp_path),
+            "--list",
+            str(missing),
+            "--split",
+            "train",
+            "--out",
+            str(tmp_path / "m.json"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("sslzoo manifest: error:") and str(missing) in err
+
+
+def test_worker_errors_show_the_original_message() -> None:
+    from sslzoo.cli import error_message
+    from sslzoo.errors import SslzooError
+
+    wrapped = SslzooError(
+        "Caught SslzooError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "datasets.py", line 25, in load_rgb\n    raise SslzooError(\n'
+        "sslzoo.errors.SslzooError: data/a.jpg: cannot read image (OSError: truncated); replace it\n"
+    )
+    assert error_message(wrapped) == "data/a.jpg: cannot read image (OSError: truncated); replace it"
+    assert error_message(SslzooError("plain: message")) == "plain: message"

@@ -70,6 +70,19 @@ STEPS: dict[str, ModuleType] = {
 }
 
 
+WORKER_ERROR = "SslzooError: "
+
+
+def error_message(err: SslzooError) -> str:
+    """The message of ``err``; for an error re-raised from a DataLoader worker (whose message is
+    "Caught SslzooError in DataLoader worker process N" and the worker's traceback), the
+    original message at the end of that traceback."""
+    text = str(err)
+    if text.startswith("Caught SslzooError") and WORKER_ERROR in text:
+        return text[text.rindex(WORKER_ERROR) + len(WORKER_ERROR) :].strip()
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sslzoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="step", required=True, metavar="<step>")
@@ -92,6 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         args._step.main(args)
     except SslzooError as err:
         # A known failure: the message names the file or key and the fix; no traceback.
-        print(f"sslzoo {args.step}: error: {err}", file=sys.stderr)
+        print(f"sslzoo {args.step}: error: {error_message(err)}", file=sys.stderr)
         return 2
     return 0

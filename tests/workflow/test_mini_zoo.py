@@ -55,12 +55,14 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
 
 
-def _pretrain_workers() -> list[psutil.Process]:
+def _pretrain_workers(workdir: Path) -> list[psutil.Process]:
+    """The pretraining processes of the workflow running in ``workdir`` (not any other's)."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
         cmd = proc.info["cmdline"] or []
         if "sslzoo" in cmd and "pretrain" in cmd and not any(c.endswith("torchrun") for c in cmd):
-            found.append(proc)
+            if proc.info["cwd"] and Path(proc.info["cwd"]).resolve() == workdir.resolve():
+                found.append(proc)
     return found
 
 
@@ -92,7 +94,7 @@ def mini_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         assert time.time() < deadline, "no epoch checkpoint after 15 minutes"
         time.sleep(0.5)
-    workers = _pretrain_workers()
+    workers = _pretrain_workers(workdir)
     assert workers, "checkpoint written but no pretraining process found"
     for proc in workers:
         proc.send_signal(signal.SIGKILL)

@@ -1,0 +1,84 @@
+"""profiles/slurm on the full zoo (a dry run, no cluster needed): every job's SLURM resources.
+
+GPU rules (those declaring `gpu`) go to the `gpu` partition with their GPU count, CPUs per GPU,
+memory and time limit from config/config.yaml `resources:` (pretraining: the model config's
+`gpus`) and run `torchrun --nproc-per-node <gpu>`; every other job goes to the `cpu` partition."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from tests.workflow.conftest import REPO, snakemake
+
+FOLDER_KEYS = ("images", "devkit", "root")
+FILE_KEYS = ("list", "json", "annotations")
+JOB = re.compile(r"^rule (\w+):\n(.*?)(?=^\[|\Z)", re.MULTILINE | re.DOTALL)
+
+
+def _placeholders(node: dict, workdir: Path) -> None:
+    """Empty stand-ins for the dataset folders and files that config/config.yaml names."""
+    for key, value in node.items():
+        if isinstance(value, dict):
+            _placeholders(value, workdir)
+        elif key in FOLDER_KEYS:
+            (workdir / value).mkdir(parents=True, exist_ok=True)
+        elif key in FILE_KEYS and value:
+            (workdir / value).parent.mkdir(parents=True, exist_ok=True)
+            (workdir / value).touch()
+
+
+def _jobs(stdout: str) -> list[tuple[str, dict[str, str], str]]:
+    """(rule, resources, shell command) of every job a dry run prints."""
+    jobs = []
+    for rule, body in JOB.findall(stdout):
+        resources = re.search(r"^\s+resources: (.*)$", body, re.MULTILINE)
+        shell = re.search(r"^Shell command: (.*)$", body, re.MULTILINE)
+        pairs = dict(item.split("=", 1) for item in resources.group(1).split(", ")) if resources else {}
+        command = shell.group(1) if shell else "None"
+        jobs.append((rule, pairs, "" if command == "None" else command))
+    return jobs
+
+
+def test_slurm_profile_puts_every_full_zoo_job_on_its_partition(workdir: Path) -> None:
+    cfg = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    _placeholders(cfg["datasets"], workdir)
+    for name, protocol in cfg["benchmarks"].items():
+        split_file = yaml.safe_load((workdir / protocol).read_text()).get("split_file")
+        if name.startswith("semi_") and split_file:
+            _placeholders({"list": split_file}, workdir)
+    profile = str(REPO / "profiles" / "slurm")
+    result = snakemake(workdir, "-n", "--profile", profile, "--configfile", "config/config.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = [job for job in _jobs(result.stdout) if job[2]]  # target rules have no command
+    assert len(jobs) > 100
+    resources = cfg["resources"]
+    gpu_rules = set()
+    for rule, res, shell in jobs:
+        assert res["slurm_account"] == "my_account" and int(res["mem_mb"]) > 0 and int(res["runtime"]) > 0
+        if "gpu" not in res:
+            assert res["slurm_partition"] == "cpu" and "torchrun" not in shell, (rule, res)
+            continue
+        gpu_rules.add(rule)
+        assert res["slurm_partition"] == "gpu", (rule, res)
+        assert f"torchrun --standalone --nproc-per-node {res['gpu']} " in shell, (rule, shell)
+        if rule == "pretrain":
+            model = re.search(r"--config config/models/(\S+)\.yaml", shell).group(1)
+            model_cfg = yaml.safe_load((workdir / "config" / "models" / f"{model}.yaml").read_text())
+            assert int(res["gpu"]) == model_cfg["gpus"]
+        else:
+            assert int(res["gpu"]) == resources[rule]["gpu"], rule
+        for key in ("cpus_per_gpu", "mem_mb", "runtime"):
+            assert int(res[key]) == resources[rule][key], (rule, key)
+    assert gpu_rules == {
+        "pretrain",
+        "extract_features",
+        "linear",
+        "semi",
+        "detection",
+        "segmentation",
+        "orl_knn",
+        "orl_correspondence",
+    }
