@@ -8,32 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.workflow.conftest import snakemake
-
-FOLDER_KEYS = ("images", "devkit", "root")
-FILE_KEYS = ("list", "json", "annotations")
-
-
-def _make_placeholders(node: dict, workdir: Path) -> None:
-    for key, value in node.items():
-        if isinstance(value, dict):
-            _make_placeholders(value, workdir)
-        elif key in FOLDER_KEYS:
-            (workdir / value).mkdir(parents=True, exist_ok=True)
-        elif key in FILE_KEYS and value:
-            (workdir / value).parent.mkdir(parents=True, exist_ok=True)
-            (workdir / value).touch()
-
-
-def placeholder_datasets(workdir: Path) -> dict:
-    """Create the folders and files config/config.yaml points at (empty placeholders)."""
-    cfg = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
-    _make_placeholders(cfg["datasets"], workdir)
-    for name, protocol in cfg["benchmarks"].items():
-        split_file = yaml.safe_load((workdir / protocol).read_text()).get("split_file")
-        if name.startswith("semi_") and split_file:
-            _make_placeholders({"list": split_file}, workdir)
-    return cfg
+from tests.workflow.conftest import make_placeholders, placeholder_datasets, snakemake
 
 
 def planned_jobs(stdout: str) -> Counter:
@@ -170,7 +145,7 @@ def test_orl_published_files_replace_their_stages(workdir: Path) -> None:
     cfg = placeholder_datasets(workdir)
     published = {name: f"data/coco/meta/{name}.json" for name in ("knn", "proposals", "correspondence")}
     for path in published.values():
-        _make_placeholders({"list": path}, workdir)
+        make_placeholders({"list": path}, workdir)
 
     cfg["orl"]["published"] = {"proposals": published["proposals"]}
     jobs = _dry_run_with(workdir, cfg)

@@ -11,23 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.workflow.conftest import REPO, snakemake
+from tests.workflow.conftest import REPO, placeholder_datasets, snakemake
 
-FOLDER_KEYS = ("images", "devkit", "root")
-FILE_KEYS = ("list", "json", "annotations")
 JOB = re.compile(r"^rule (\w+):\n(.*?)(?=^\[|\Z)", re.MULTILINE | re.DOTALL)
-
-
-def _placeholders(node: dict, workdir: Path) -> None:
-    """Empty stand-ins for the dataset folders and files that config/config.yaml names."""
-    for key, value in node.items():
-        if isinstance(value, dict):
-            _placeholders(value, workdir)
-        elif key in FOLDER_KEYS:
-            (workdir / value).mkdir(parents=True, exist_ok=True)
-        elif key in FILE_KEYS and value:
-            (workdir / value).parent.mkdir(parents=True, exist_ok=True)
-            (workdir / value).touch()
 
 
 def _jobs(stdout: str) -> list[tuple[str, dict[str, str], str]]:
@@ -43,12 +29,7 @@ def _jobs(stdout: str) -> list[tuple[str, dict[str, str], str]]:
 
 
 def test_slurm_profile_puts_every_full_zoo_job_on_its_partition(workdir: Path) -> None:
-    cfg = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
-    _placeholders(cfg["datasets"], workdir)
-    for name, protocol in cfg["benchmarks"].items():
-        split_file = yaml.safe_load((workdir / protocol).read_text()).get("split_file")
-        if name.startswith("semi_") and split_file:
-            _placeholders({"list": split_file}, workdir)
+    cfg = placeholder_datasets(workdir)
     profile = str(REPO / "profiles" / "slurm")
     result = snakemake(workdir, "-n", "--profile", profile, "--configfile", "config/config.yaml")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
