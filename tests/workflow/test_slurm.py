@@ -223,8 +223,8 @@ def test_sbatch_calls_carry_the_rules_resources(zoo_runs: ZooRuns) -> None:
     for rule, gpus in gpu_rules.items():
         res = resources[rule]
         for call in calls[rule]:
-            # cpus_per_gpu: RESOURCE_DEFAULTS' 8 (config/mini.yaml leaves it)
-            for flag in ("-p gpu", f"--gpus={gpus}", "--cpus-per-gpu=8", f"--mem {res['mem_mb']}"):
+            cpus = res["cpus_per_gpu"]
+            for flag in ("-p gpu", f"--gpus={gpus}", f"--cpus-per-gpu={cpus}", f"--mem {res['mem_mb']}"):
                 assert flag in call, (flag, call)
             assert f"-t {res['runtime']} " in call and "--requeue" in call and "-A my_account" in call, call
     assert {"manifest", "voc_manifest", "knn", "extract_backbone", "random_backbone"} <= set(calls)
@@ -240,7 +240,8 @@ def test_gpu_jobs_run_torchrun_with_one_process_per_gpu(zoo_runs: ZooRuns) -> No
     log = cluster.submissions(zoo_runs.output)[job][-1][1].read_text()
     assert f"torchrun --standalone --nproc-per-node {PRETRAIN_GPUS} -m sslzoo pretrain" in log
     assert f"'SLURM_GPUS_ON_NODE': '{PRETRAIN_GPUS}'" in log  # the job's allocation
-    assert "'SLURM_CPUS_PER_GPU': '8'" in log
+    resources = yaml.safe_load((zoo_runs.slurm / "config" / "mini.yaml").read_text())["resources"]
+    assert f"'SLURM_CPUS_PER_GPU': '{resources['pretrain']['cpus_per_gpu']}'" in log
 
 
 def test_corrupt_image_fails_only_the_job_reading_it(zoo_runs: ZooRuns) -> None:
