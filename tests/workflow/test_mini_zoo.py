@@ -55,6 +55,18 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
 
 
+def _run(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """Snakemake on the workflow in ``workdir`` with extra ``args``, output captured."""
+    return subprocess.run(
+        [*_snakemake_cmd(workdir), *args],
+        cwd=workdir,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def _pretrain_workers(workdir: Path) -> list[psutil.Process]:
     """The pretraining processes of the workflow running in ``workdir`` (not any other's)."""
     found = []
@@ -228,14 +240,7 @@ def test_a_changed_protocol_value_reruns_only_its_dependents(mini_zoo: Path) -> 
     try:
         protocol.write_text(original.replace("temperature: 0.07", "temperature: 0.1"))
         os.utime(protocol, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # only the value changes, not the date
-        dry = subprocess.run(
-            [*_snakemake_cmd(mini_zoo), "-n"],
-            cwd=mini_zoo,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        dry = _run(mini_zoo, "-n", timeout=300)
         assert dry.returncode == 0, dry.stdout + dry.stderr
         assert _planned(dry.stdout) == {
             "knn": 2,  # the model and random
@@ -248,14 +253,7 @@ def test_a_changed_protocol_value_reruns_only_its_dependents(mini_zoo: Path) -> 
         assert "Params have changed since last execution" in dry.stdout
         # --summary's status column names the trigger per output (Snakemake 9's --list-changes
         # params also lists outputs whose params did not change, so the README points here)
-        summary = subprocess.run(
-            [*_snakemake_cmd(mini_zoo), "--summary"],
-            cwd=mini_zoo,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        summary = _run(mini_zoo, "--summary", timeout=300)
         rows = [line.split("\t") for line in summary.stdout.splitlines() if line.startswith("results/")]
         changed = sorted(row[0] for row in rows if "params changed" in row)
         assert changed == [
@@ -268,14 +266,7 @@ def test_a_changed_protocol_value_reruns_only_its_dependents(mini_zoo: Path) -> 
 
 def test_report_holds_tables_and_figures(mini_zoo: Path) -> None:
     report = mini_zoo / "report.html"
-    result = subprocess.run(
-        [*_snakemake_cmd(mini_zoo), "--report", str(report)],
-        cwd=mini_zoo,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _run(mini_zoo, "--report", str(report), timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     html = report.read_text()
     for name in ("model_zoo.html", "knn_imagenet.svg", "lowshot_voc07.svg", f"{MODEL}.svg", "Training loss"):
@@ -297,14 +288,7 @@ def test_external_checkpoint_is_evaluated_like_our_own(mini_zoo: Path) -> None:
     cfg = yaml.safe_load((mini_zoo / "config" / "mini.yaml").read_text())
     cfg["external"] = {"my-checkpoint": "external/epoch_2.pth"}
     (mini_zoo / "config" / "with_external.yaml").write_text(yaml.safe_dump(cfg))
-    run = subprocess.run(
-        [*_snakemake_cmd(mini_zoo), "table_knn_imagenet", "--configfile", "config/with_external.yaml"],
-        cwd=mini_zoo,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    run = _run(mini_zoo, "table_knn_imagenet", "--configfile", "config/with_external.yaml", timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     ours, theirs = (
         _metrics(mini_zoo, "knn_imagenet", MODEL),
