@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sslzoo.cli import STEPS, build_parser, main
+from sslzoo.cli import STEPS, build_parser, main, torchrun_command
 
 
 @pytest.mark.parametrize("step", sorted(STEPS))
@@ -68,3 +68,73 @@ def test_worker_errors_show_the_original_message() -> None:
     )
     assert error_message(wrapped) == "data/a.jpg: cannot read image (OSError: truncated); replace it"
     assert error_message(SslzooError("plain: message")) == "plain: message"
+
+
+def test_one_process_runs_the_step_here(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.execv", lambda *args: pytest.fail(f"exec'd {args}"))
+    out = tmp_path / "random.pth"
+    assert (
+        main(["--nproc-per-node", "1", "random-backbone", "--depth", "18", "--seed", "0", "--out", str(out)])
+        == 0
+    )
+    assert out.is_file()
+
+
+def test_several_processes_exec_torchrun(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls = []
+
+    def fake_execv(path: str, command: list[str]) -> None:
+        calls.append((path, command))
+        raise SystemExit(0)  # execv does not return
+
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setattr("os.execv", fake_execv)
+    argv = [
+        "--nproc-per-node",
+        "3",
+        "knn",
+        "--train",
+        "a.npz",
+        "--test",
+        "b.npz",
+        "--config",
+        "k.yaml",
+        "--out",
+        "m.json",
+    ]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert calls == [(sys.executable, torchrun_command(3, argv[2:]))]
+    assert calls[0][1][1:8] == [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "3",
+        "-m",
+        "sslzoo",
+    ]
+    assert (
+        "launching torchrun --standalone --nproc-per-node 3 -m sslzoo knn --train a.npz"
+        in capsys.readouterr().err
+    )
+
+
+def test_a_torchrun_worker_never_launches_again(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+    monkeypatch.setattr("os.execv", lambda *args: pytest.fail(f"exec'd {args}"))
+    out = tmp_path / "random.pth"
+    assert (
+        main(["--nproc-per-node", "2", "random-backbone", "--depth", "18", "--seed", "0", "--out", str(out)])
+        == 0
+    )
+
+
+def test_nproc_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["--nproc-per-node", "0", "knn", "--train", "a", "--test", "b", "--config", "c", "--out", "d"])
+        == 2
+    )
+    assert "--nproc-per-node must be >= 1" in capsys.readouterr().err

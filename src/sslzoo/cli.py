@@ -4,11 +4,18 @@ Each step is one module in :mod:`sslzoo.steps` with ``add_arguments(parser)`` an
 ``main(args) -> None``. Step modules import the heavy libraries (torch, faiss, OpenCV) inside
 ``main`` so that ``python -m sslzoo <step> --help`` answers at once. Every step can be run by
 hand with the arguments the rule shows in its log: that is how one job is debugged.
+
+``python -m sslzoo --nproc-per-node N <step> ...`` is how the rules start the steps that use
+GPUs: with N = 1 the step runs in this process (no torchrun agent, one torch import); with
+N > 1 this process is replaced by ``torchrun --standalone --nproc-per-node N -m sslzoo <step>``,
+whose N workers join one process group (:mod:`sslzoo.engine.dist`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from types import ModuleType
 
@@ -85,6 +92,14 @@ def error_message(err: SslzooError) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sslzoo", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes (one per GPU) to run the step with: 1 runs it here, N > 1 under "
+        "`torchrun --standalone --nproc-per-node N` (default 1)",
+    )
     sub = parser.add_subparsers(dest="step", required=True, metavar="<step>")
     for name, module in STEPS.items():
         doc = (module.__doc__ or "").strip()
@@ -99,8 +114,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def torchrun_command(nproc: int, step_argv: list[str]) -> list[str]:
+    """The command that runs ``python -m sslzoo <step_argv>`` as ``nproc`` torchrun workers."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "sslzoo",
+        *step_argv,
+    ]
+
+
+def _step_argv(argv: list[str], step: str) -> list[str]:
+    """``argv`` from the step name on (what follows the launcher's own options)."""
+    return argv[argv.index(step) :]
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    if args.nproc_per_node < 1:
+        print(f"sslzoo: error: --nproc-per-node must be >= 1, got {args.nproc_per_node}", file=sys.stderr)
+        return 2
+    if args.nproc_per_node > 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        command = torchrun_command(args.nproc_per_node, _step_argv(argv, args.step))
+        shown = ["torchrun", *command[3:]]  # python -m torch.distributed.run is torchrun
+        print(f"sslzoo: launching {shlex.join(shown)}", file=sys.stderr, flush=True)
+        os.execv(command[0], command)
     try:
         args._step.main(args)
     except SslzooError as err:

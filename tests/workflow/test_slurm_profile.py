@@ -2,7 +2,7 @@
 
 GPU rules (those declaring `gpu`) go to the `gpu` partition with their GPU count, CPUs per GPU,
 memory and time limit from config/config.yaml `resources:` (pretraining: the model config's
-`gpus`) and run `torchrun --nproc-per-node <gpu>`; every other job goes to the `cpu` partition."""
+`gpus`) and run `python -m sslzoo --nproc-per-node <gpu>` (torchrun for more than one); every other job goes to the `cpu` partition."""
 
 from __future__ import annotations
 
@@ -40,11 +40,11 @@ def test_slurm_profile_puts_every_full_zoo_job_on_its_partition(workdir: Path) -
     for rule, res, shell in jobs:
         assert res["slurm_account"] == "my_account" and int(res["mem_mb"]) > 0 and int(res["runtime"]) > 0
         if "gpu" not in res:
-            assert res["slurm_partition"] == "cpu" and "torchrun" not in shell, (rule, res)
+            assert res["slurm_partition"] == "cpu" and "--nproc-per-node" not in shell, (rule, res)
             continue
         gpu_rules.add(rule)
         assert res["slurm_partition"] == "gpu", (rule, res)
-        assert f"torchrun --standalone --nproc-per-node {res['gpu']} " in shell, (rule, shell)
+        assert f"python -m sslzoo --nproc-per-node {res['gpu']} " in shell, (rule, shell)
         if rule == "pretrain":
             model = re.search(r"--config config/models/(\S+)\.yaml", shell).group(1)
             model_cfg = yaml.safe_load((workdir / "config" / "models" / f"{model}.yaml").read_text())

@@ -24,7 +24,7 @@ rule extract_features:
         mem_mb=res("extract_features", "mem_mb"),
         runtime=res("extract_features", "runtime"),
     shell:
-        "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo extract-features"
+        "python -m sslzoo --nproc-per-node {resources.gpu} extract-features"
         " --backbone {input.backbone} --manifest {input.manifest} --config {input.protocol}"
         " --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
@@ -79,7 +79,7 @@ rule linear:
         mem_mb=res("linear", "mem_mb"),
         runtime=res("linear", "runtime"),
     shell:
-        "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo linear --backbone {input.backbone}"
+        "python -m sslzoo --nproc-per-node {resources.gpu} linear --backbone {input.backbone}"
         " --train-manifest {input.train} --val-manifest {input.val} --config {input.protocol}"
         " --work-dir {params.work_dir} --seed {params.seed} --out {output} > {log} 2>&1"
 
@@ -110,7 +110,7 @@ rule semi:
         mem_mb=res("semi", "mem_mb"),
         runtime=res("semi", "runtime"),
     shell:
-        "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo semi --backbone {input.backbone}"
+        "python -m sslzoo --nproc-per-node {resources.gpu} semi --backbone {input.backbone}"
         " --train-manifest {input.train} --val-manifest {input.val} --config {input.protocol}"
         " --lr {wildcards.lr} --head-mult {wildcards.mult} --work-dir {params.work_dir}"
         " --seed {params.seed} --out {output} > {log} 2>&1"

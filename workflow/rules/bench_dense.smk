@@ -28,7 +28,7 @@ rule detection:
         mem_mb=res("detection", "mem_mb"),
         runtime=res("detection", "runtime"),
     shell:
-        "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo detection --backbone {input.backbone}"
+        "python -m sslzoo --nproc-per-node {resources.gpu} detection --backbone {input.backbone}"
         " --config {input.protocol} {params.data} --work-dir {params.work_dir} --seed {params.seed}"
         " --out {output} > {log} 2>&1"
 
@@ -58,6 +58,6 @@ rule segmentation:
         mem_mb=res("segmentation", "mem_mb"),
         runtime=res("segmentation", "runtime"),
     shell:
-        "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo segmentation --backbone {input.backbone}"
+        "python -m sslzoo --nproc-per-node {resources.gpu} segmentation --backbone {input.backbone}"
         " --config {input.protocol} {params.data} --work-dir {params.work_dir} --seed {params.seed}"
         " --out {output} > {log} 2>&1"

@@ -33,7 +33,7 @@ rule orl_knn:
         mem_mb=res("orl_knn", "mem_mb"),
         runtime=res("orl_knn", "runtime"),
     shell:
-        "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo orl-knn --checkpoint {input.checkpoint}"
+        "python -m sslzoo --nproc-per-node {resources.gpu} orl-knn --checkpoint {input.checkpoint}"
         " --config {input.config} --manifest {input.manifest} --out {output} > {log} 2>&1"
 
 
@@ -103,7 +103,7 @@ rule orl_correspondence:
         mem_mb=res("orl_correspondence", "mem_mb"),
         runtime=res("orl_correspondence", "runtime"),
     shell:
-        "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo orl-correspondence"
+        "python -m sslzoo --nproc-per-node {resources.gpu} orl-correspondence"
         " --checkpoint {input.checkpoint} --config {input.config} --manifest {input.manifest} --knn {input.knn}"
         " --proposals {input.proposals} --shard {wildcards.scatteritem} --out {output} > {log} 2>&1"
 

@@ -29,7 +29,7 @@ rule pretrain:
         mem_mb=res("pretrain", "mem_mb"),
         runtime=res("pretrain", "runtime"),
     shell:
-        "torchrun --standalone --nproc-per-node {resources.gpu} -m sslzoo pretrain"
+        "python -m sslzoo --nproc-per-node {resources.gpu} pretrain"
         " --config {input.config} --manifest {input.manifest} --work-dir {params.work_dir}"
         " {params.correspondence} --seed {params.seed} --out {output.final}"
         " --train-log-out {output.train_log} > {log} 2>&1"
