@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from sslzoo.errors import SslzooError
+from sslzoo.run_record import protocol_batch, run_record
 from sslzoo.steps import tables as tables_step
 from sslzoo.tables import (
     SECTIONS,
@@ -267,3 +268,192 @@ def test_avgpool_linear_metrics_fill_the_imagenet_linear_section(tmp_path: Path)
     clash = _write_metrics(tmp_path / "again", "linear_imagenet", "random", {"AvgPool": 5.0})
     with pytest.raises(SslzooError, match="linear_imagenet 'AvgPool' of random also comes from"):
         write_tables([metrics[2], clash], [], tmp_path / "out")
+
+
+# ---------------------------------------------------------------- footnotes: runs unlike their protocol
+
+
+def _run(
+    world: int, per: int, accumulate: int, config: str, gpus: int, protocol_per: int, protocol_acc: int
+) -> dict:
+    return run_record(
+        world_size=world,
+        per_process_batch=per,
+        accumulate=accumulate,
+        seed=0,
+        protocol=protocol_batch(config, gpus, per_process_batch=protocol_per, accumulate=protocol_acc),
+    )
+
+
+def _write_with_run(root: Path, benchmark: str, model: str, values: dict, run: dict) -> Path:
+    path = root / "results" / "benchmarks" / benchmark / model / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**values, "meta": {"benchmark": benchmark, "model": model, "run": run}}))
+    return path
+
+
+def _write_run_json(root: Path, model: str, run: dict) -> Path:
+    path = root / "results" / "pretrain" / model / "run.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(run))
+    return path
+
+
+def _expected_note(subject: str, verb: str, run: dict) -> str:
+    """The footnote text, written out from the record's numbers."""
+    p = run["protocol"]
+    if run["accumulate"] == 1 and p["accumulate"] == 1:
+        ran = f"{run['world_size']} processes x {run['per_process_batch']}"
+        asked = f"{p['gpus']} x {p['per_process_batch']}"
+    else:
+        ran = f"{run['world_size']} processes x {run['per_process_batch']} x accum {run['accumulate']}"
+        asked = f"{p['gpus']} x {p['per_process_batch']} x {p['accumulate']}"
+    total = run["world_size"] * run["per_process_batch"] * run["accumulate"]
+    protocol_total = p["gpus"] * p["per_process_batch"] * p["accumulate"]
+    return (
+        f"{subject}: {verb} with {ran} = {total} images per step; "
+        f"the protocol (`{p['config']}`): {asked} = {protocol_total}"
+    )
+
+
+def _section(page: str, heading: str) -> str:
+    return page.split(f"### {heading}\n")[1].split("\n### ")[0]
+
+
+def _labels(section: str) -> list[str]:
+    """The config cells of a section's rows (the column after Method)."""
+    rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
+    return [row.split("|")[2].strip() for row in rows]
+
+
+def _notes(section: str) -> list[str]:
+    """The footnote paragraphs under a section's table."""
+    return [line for line in section.splitlines() if line[:1] in "¹²³⁴⁵⁶⁷⁸⁹" and line[:1]]
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> dict:
+    """BYOL pretrained with half the protocol's processes, its linear run on 2 processes, the
+    random row's COCO run on 1 process of 4 images (the protocol: 8 x 2); everything else matches."""
+    configs = tmp_path / "config" / "models"
+    configs.mkdir(parents=True)
+    (configs / "rot_r50.yaml").write_text(ROTATION)
+    (configs / "byol_r50.yaml").write_text(BYOL)
+    byol_pretrain = _run(4, 32, 16, "config/models/byol_r50.yaml", 8, 32, 16)
+    rot_pretrain = _run(8, 32, 1, "config/models/rot_r50.yaml", 8, 32, 1)
+    byol_linear = run_record(
+        world_size=2,
+        per_process_batch=128,
+        accumulate=1,
+        seed=0,
+        protocol=protocol_batch("config/benchmarks/linear_imagenet.yaml", 8, total_batch=256),
+    )
+    rot_linear = run_record(
+        world_size=8,
+        per_process_batch=32,
+        accumulate=1,
+        seed=0,
+        protocol=protocol_batch("config/benchmarks/linear_imagenet.yaml", 8, total_batch=256),
+    )
+    random_coco = run_record(
+        world_size=1,
+        per_process_batch=4,
+        accumulate=1,
+        seed=0,
+        protocol=protocol_batch("config/benchmarks/det_coco.yaml", 8, total_batch=16),
+    )
+    knn = run_record(world_size=1, per_process_batch=None, accumulate=None, seed=None)
+    linear = {f"Feature{i}": 10.0 * i for i in range(1, 6)}
+    metrics = [
+        _write_with_run(tmp_path, "linear_imagenet", "byol_r50", linear, byol_linear),
+        _write_with_run(tmp_path, "linear_imagenet", "rot_r50", linear, rot_linear),
+        _write_with_run(tmp_path, "knn_imagenet", "byol_r50", {"k=10": 1.0}, knn),
+        _write_with_run(tmp_path, "knn_imagenet", "my-checkpoint", {"k=10": 2.0}, knn),
+        _write_with_run(tmp_path, "det_coco", "random", {"mAP(Box)": 3.0}, random_coco),
+        _write_metrics(tmp_path, "knn_imagenet", "random", {"k=10": 0.5}),  # no meta.run: no footnote
+    ]
+    return {
+        "metrics": metrics,
+        "configs": [configs / "rot_r50.yaml", configs / "byol_r50.yaml"],
+        "runs": [
+            _write_run_json(tmp_path, "byol_r50", byol_pretrain),
+            _write_run_json(tmp_path, "rot_r50", rot_pretrain),
+        ],
+        "notes": {
+            "pretrain": _expected_note("byol_r50", "pretrained", byol_pretrain),
+            "linear": _expected_note("byol_r50 on linear_imagenet", "ran", byol_linear),
+            "coco": _expected_note("random on det_coco", "ran", random_coco).replace(
+                "1 processes", "1 process"
+            ),
+        },
+    }
+
+
+def test_footnotes_mark_exactly_the_rows_whose_runs_differ(tmp_path: Path, runs: dict) -> None:
+    notes = runs["notes"]
+    assert notes["pretrain"] == (
+        "byol_r50: pretrained with 4 processes x 32 x accum 16 = 2048 images per step; "
+        "the protocol (`config/models/byol_r50.yaml`): 8 x 32 x 16 = 4096"
+    )
+    page = write_model_zoo(
+        runs["metrics"], runs["configs"], tmp_path / "zoo.md", tmp_path / "zoo.html", run_paths=runs["runs"]
+    )
+    linear = _section(page, "ImageNet Linear Evaluation")
+    assert _labels(linear) == ["rot_r50", "byol_r50 ¹,²", "my-checkpoint", "random"]  # rot_r50 matches
+    assert _notes(linear) == [f"¹ {notes['pretrain']}", f"² {notes['linear']}"]
+    knn = _section(page, "ImageNet Nearest-Neighbor Classification")
+    # the pretraining footnote keeps its number on the page; external and random have none
+    assert _labels(knn) == ["rot_r50", "rot_r50 (reported)", "byol_r50 ¹", "my-checkpoint", "random"]
+    assert _notes(knn) == [f"¹ {notes['pretrain']}"]
+    coco = _section(page, "COCO2017")
+    assert _labels(coco) == ["rot_r50", "rot_r50 (reported)", "byol_r50 ¹", "my-checkpoint", "random ³"]
+    assert _notes(coco) == [f"¹ {notes['pretrain']}", f"³ {notes['coco']}"]
+    assert coco.endswith(f"\n\n¹ {notes['pretrain']}\n\n³ {notes['coco']}\n")  # one paragraph each
+    assert (tmp_path / "zoo.md").read_text() == page
+
+    html = (tmp_path / "zoo.html").read_text()
+    pretrain_html = notes["pretrain"].replace(
+        "(`config/models/byol_r50.yaml`)", "(<code>config/models/byol_r50.yaml</code>)"
+    )
+    assert html.count(f"<p class='footnote'>¹ {pretrain_html}</p>") == 3  # under each of the three tables
+    assert html.count("<p class='footnote'>") == 5 and "<td>byol_r50 ¹,²</td>" in html
+
+
+def test_pages_of_matching_runs_have_no_footnotes(tmp_path: Path, runs: dict) -> None:
+    rotation = write_method_page(
+        "rotation_pred",
+        runs["metrics"],
+        runs["configs"],
+        tmp_path / "rot.md",
+        tmp_path / "rot.html",
+        run_paths=runs["runs"][1:],
+    )
+    superscripts = set("⁰¹²³⁴⁵⁶⁷⁸⁹")
+    # rot_r50 matches; the random row's COCO run does not, and is the only footnote of the page
+    assert _notes(_section(rotation, "COCO2017")) == [f"¹ {runs['notes']['coco']}"]
+    assert not superscripts & set(_section(rotation, "ImageNet Linear Evaluation"))
+    knn_only = [path for path in runs["metrics"] if "knn_imagenet" in path.parts]
+    table = write_benchmark_table(
+        "knn_imagenet", knn_only, runs["configs"], tmp_path / "knn.md", tmp_path / "knn.html"
+    )
+    assert not superscripts & set(table) and "<p class='footnote'>" not in (tmp_path / "knn.html").read_text()
+    # the same page with BYOL's pretraining record footnotes BYOL's row only
+    table = write_benchmark_table(
+        "knn_imagenet", knn_only, runs["configs"], tmp_path / "knn.md", run_paths=runs["runs"]
+    )
+    assert [label for label in _labels(table) if superscripts & set(label)] == ["byol_r50 ¹"]
+
+
+def test_step_reads_the_pretraining_records_and_names_a_bad_one(tmp_path: Path, runs: dict) -> None:
+    parser = argparse.ArgumentParser()
+    tables_step.add_arguments(parser)
+    args = ["--metrics", *map(str, runs["metrics"]), "--models", *map(str, runs["configs"])]
+    out = tmp_path / "out" / "byol.md"
+    tables_step.main(
+        parser.parse_args([*args, "--runs", *map(str, runs["runs"]), "--method", "byol", "--out", str(out)])
+    )
+    assert f"¹ {runs['notes']['pretrain']}" in out.read_text().splitlines()
+    bad = runs["runs"][0]
+    bad.write_text(json.dumps({**json.loads(bad.read_text()), "world_size": "4"}))
+    with pytest.raises(SslzooError, match=rf"{bad}: 'world_size' must be a positive integer"):
+        tables_step.main(parser.parse_args([*args, "--runs", str(bad), "--out", str(out)]))

@@ -7,6 +7,13 @@ every benchmark); each also as standalone HTML for the Snakemake report. A page 
 section per benchmark that has at least one metrics file; :data:`SECTIONS` says each section's
 heading, description and columns (the column names of the model-zoo pages, which are also the
 keys of ``metrics.json`` and of a model config's ``reported``). A missing value is shown as "–".
+
+A row whose run differs from its protocol in world size or total batch gets a footnote under
+the table (:class:`Footnotes`): the pretraining run (``results/pretrain/{model}/run.json``,
+given for the pretrained models a page shows) and the benchmark run (``meta.run`` of the
+metrics file) are each compared with the protocol values recorded beside them
+(:mod:`sslzoo.run_record`). External checkpoints and ``random`` have no pretraining record; a
+metrics file without ``meta.run`` (written before runs were recorded) gets no footnote.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import yaml
 
 from sslzoo.errors import SslzooError
 from sslzoo.io import atomic_write_bytes, read_json
+from sslzoo.run_record import RunRecord, check_record, differs_from_protocol
 
 MISSING = "–"
 RANDOM_MODEL = "random"
@@ -210,6 +218,86 @@ def load_results(
     return pd.DataFrame.from_records(records, columns=["model", "source", "benchmark", "column", "value"])
 
 
+# ---------------------------------------------------------------- footnotes: runs unlike their protocol
+
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+_FOOTNOTE_LINE = re.compile("^[⁰¹²³⁴⁵⁶⁷⁸⁹]+ ")
+
+
+def superscript(number: int) -> str:
+    """``12`` -> ``¹²`` (a footnote marker)."""
+    return str(number).translate(_SUPERSCRIPT)
+
+
+def mismatch_footnote(subject: str, verb: str, record: RunRecord) -> str:
+    """The footnote text of a run whose world size or total batch differs from its protocol's.
+
+    E.g. ``byol_r50: pretrained with 4 processes x 32 x accum 16 = 2048 images per step; the
+    protocol (`config/models/byol_r50.yaml`): 8 x 32 x 16 = 4096`` (the accumulation is shown
+    where either side has one).
+    """
+    protocol = record["protocol"]
+    assert protocol is not None
+    accumulate = record["accumulate"] != 1 or protocol["accumulate"] != 1
+    processes = record["world_size"]
+    ran = f"{processes} process{'' if processes == 1 else 'es'} x {record['per_process_batch']}"
+    asked = f"{protocol['gpus']} x {protocol['per_process_batch']}"
+    if accumulate:
+        ran += f" x accum {record['accumulate']}"
+        asked += f" x {protocol['accumulate']}"
+    source = f" (`{protocol['config']}`)" if protocol.get("config") else ""
+    return (
+        f"{subject}: {verb} with {ran} = {record['total_batch']} images per step; "
+        f"the protocol{source}: {asked} = {protocol['total_batch']}"
+    )
+
+
+@dataclass(frozen=True)
+class Footnotes:
+    """The footnotes of a page's rows: one per run that differs from its protocol.
+
+    Attributes:
+        pretrain: model -> the footnote of its pretraining run (on the model's row in every table).
+        benchmark: (section, model) -> the footnotes of the benchmark runs behind that row (two
+            for the ImageNet linear row: the Feature1..5 and the AvgPool protocols).
+    """
+
+    pretrain: dict[str, str] = field(default_factory=dict)
+    benchmark: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    def of_row(self, section: str, model: str) -> list[str]:
+        """The footnotes of ``model``'s row in ``section``'s table, pretraining first."""
+        return ([self.pretrain[model]] if model in self.pretrain else []) + self.benchmark.get(
+            (section, model), []
+        )
+
+
+def load_footnotes(
+    metrics_paths: Sequence[str | os.PathLike[str]], run_paths: Sequence[str | os.PathLike[str]] = ()
+) -> Footnotes:
+    """Footnotes from the pretraining run records ``run_paths`` (``results/pretrain/{model}/run.json``)
+    and the ``meta.run`` of each metrics file, for the runs whose world size or total batch
+    differ from their protocol's (:func:`sslzoo.run_record.differs_from_protocol`)."""
+    footnotes = Footnotes()
+    for path in run_paths:
+        model = Path(path).parent.name
+        record = check_record(read_json(path), str(path))
+        if differs_from_protocol(record):
+            footnotes.pretrain[model] = mismatch_footnote(model, "pretrained", record)
+    for path in metrics_paths:
+        benchmark, model = parse_metrics_path(path)
+        metrics = read_json(path)
+        meta = metrics.get("meta") if isinstance(metrics, dict) else None
+        if not isinstance(meta, dict) or "run" not in meta:
+            continue
+        record = check_record(meta["run"], f"{path}: meta.run")
+        if differs_from_protocol(record):
+            footnotes.benchmark.setdefault((SECTION_OF.get(benchmark, benchmark), model), []).append(
+                mismatch_footnote(f"{model} on {benchmark}", "ran", record)
+            )
+    return footnotes
+
+
 def format_value(value: Any) -> str:
     """Numbers with 2 decimals, strings as they are, anything missing as "–"."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
@@ -235,8 +323,15 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _section_rows(
-    results: pd.DataFrame, benchmark: str, models: Sequence[ModelEntry], with_method: bool
+    results: pd.DataFrame,
+    benchmark: str,
+    models: Sequence[ModelEntry],
+    with_method: bool,
+    footnotes: Footnotes,
+    numbers: dict[str, int],
 ) -> list[list[str]]:
+    """The rows of one section; a row with footnotes gets their markers after its label, each
+    footnote numbered on first use on the page (``numbers``: text -> number, filled here)."""
     columns = list(SECTIONS[benchmark].columns)
     known = results[(results.benchmark == benchmark) & results.column.notna()]
     table = known.pivot(index=["model", "source"], columns="column", values="value") if len(known) else None
@@ -245,6 +340,9 @@ def _section_rows(
         sources = [OURS] + ([REPORTED] if benchmark in entry.reported else [])
         for source in sources:
             label = entry.name + (REPORTED_SUFFIX if source == REPORTED else "")
+            notes = footnotes.of_row(benchmark, entry.name) if source == OURS else []
+            if notes:
+                label += " " + ",".join(superscript(numbers.setdefault(n, len(numbers) + 1)) for n in notes)
             if table is not None and (entry.name, source) in table.index:
                 values = table.loc[(entry.name, source)].reindex(columns)
                 cells = [format_value(values[column]) for column in columns]
@@ -255,13 +353,21 @@ def _section_rows(
 
 
 def render_page(
-    title: str, intro: str, results: pd.DataFrame, models: Sequence[ModelEntry], with_method: bool = False
+    title: str,
+    intro: str,
+    results: pd.DataFrame,
+    models: Sequence[ModelEntry],
+    with_method: bool = False,
+    footnotes: Footnotes | None = None,
 ) -> str:
-    """The markdown of one page: a section per benchmark that has at least one metrics file."""
+    """The markdown of one page: a section per benchmark that has at least one metrics file,
+    each table followed by the footnotes of its rows (one paragraph each, numbered per page)."""
+    footnotes = footnotes or Footnotes()
     measured = set(results.loc[results.source == OURS, "benchmark"])
     lines = [f"# {title}", "", intro, ""]
     group = None
     written = 0
+    numbers: dict[str, int] = {}
     for benchmark, section in SECTIONS.items():
         if benchmark not in measured:
             continue
@@ -269,8 +375,13 @@ def render_page(
             group = section.group
             lines += [f"## {group}", ""]
         header = (["Method"] if with_method else []) + [CONFIG_HEADER, *section.columns]
-        table = markdown_table(header, _section_rows(results, benchmark, models, with_method))
+        table = markdown_table(
+            header, _section_rows(results, benchmark, models, with_method, footnotes, numbers)
+        )
         lines += [f"### {section.heading}", "", section.description, "", table, ""]
+        used = {text for entry in models for text in footnotes.of_row(benchmark, entry.name)}
+        for text in sorted(used, key=numbers.__getitem__):
+            lines += [f"{superscript(numbers[text])} {text}", ""]
         written += 1
     if not written:
         lines += ["No benchmark results yet.", ""]
@@ -289,15 +400,18 @@ RANDOM_ENTRY = ModelEntry(name=RANDOM_MODEL, method=None, title="Random init")
 
 
 def _load_inputs(
-    metrics_paths: Sequence[str | os.PathLike[str]], model_config_paths: Sequence[str | os.PathLike[str]]
-) -> tuple[list[ModelEntry], pd.DataFrame]:
-    """The model configs (checked for duplicates) and the long-form results of every metrics file."""
+    metrics_paths: Sequence[str | os.PathLike[str]],
+    model_config_paths: Sequence[str | os.PathLike[str]],
+    run_paths: Sequence[str | os.PathLike[str]] = (),
+) -> tuple[list[ModelEntry], pd.DataFrame, Footnotes]:
+    """The model configs (checked for duplicates), the long-form results of every metrics file
+    and the footnotes of the runs that differ from their protocols."""
     configured = [load_model_entry(path) for path in model_config_paths]
     names = [entry.name for entry in configured]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise SslzooError(f"model configs given twice: {duplicates}")
-    return configured, load_results(metrics_paths, configured)
+    return configured, load_results(metrics_paths, configured), load_footnotes(metrics_paths, run_paths)
 
 
 def _every_model(configured: list[ModelEntry], results: pd.DataFrame) -> list[ModelEntry]:
@@ -322,15 +436,20 @@ def write_model_zoo(
     model_config_paths: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     html: str | os.PathLike[str] | None = None,
+    run_paths: Sequence[str | os.PathLike[str]] = (),
 ) -> str:
-    """``model_zoo.md``: every model (configured, external, ``random``) on every measured benchmark."""
-    configured, results = _load_inputs(metrics_paths, model_config_paths)
+    """``model_zoo.md``: every model (configured, external, ``random``) on every measured benchmark.
+
+    ``run_paths``: the pretraining run records (``run.json``) of the pretrained models, for the
+    footnotes (likewise for the other pages)."""
+    configured, results, footnotes = _load_inputs(metrics_paths, model_config_paths, run_paths)
     page = render_page(
         "Model Zoo",
         _intro("Every model of this zoo on every benchmark"),
         results,
         _every_model(configured, results),
         with_method=True,
+        footnotes=footnotes,
     )
     _write(page, out, html)
     return page
@@ -342,9 +461,10 @@ def write_method_page(
     model_config_paths: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     html: str | os.PathLike[str] | None = None,
+    run_paths: Sequence[str | os.PathLike[str]] = (),
 ) -> str:
     """``{method}.md``: the models of ``method`` among the configs, each with its reported numbers, and ``random``."""
-    configured, results = _load_inputs(metrics_paths, model_config_paths)
+    configured, results, footnotes = _load_inputs(metrics_paths, model_config_paths, run_paths)
     rows = [entry for entry in configured if entry.method == method]
     if not rows:
         found = sorted({str(entry.method) for entry in configured})
@@ -353,7 +473,11 @@ def write_method_page(
         )
     title = rows[0].title
     page = render_page(
-        title, _intro(f"Results of the {title} models of this zoo"), results, [*rows, RANDOM_ENTRY]
+        title,
+        _intro(f"Results of the {title} models of this zoo"),
+        results,
+        [*rows, RANDOM_ENTRY],
+        footnotes=footnotes,
     )
     _write(page, out, html)
     return page
@@ -365,11 +489,12 @@ def write_benchmark_table(
     model_config_paths: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     html: str | os.PathLike[str] | None = None,
+    run_paths: Sequence[str | os.PathLike[str]] = (),
 ) -> str:
     """One benchmark's table (a section of :data:`SECTIONS`) with every model, as its own page."""
     if benchmark not in SECTIONS:
         raise SslzooError(f"benchmark '{benchmark}' has no table section; the sections are {list(SECTIONS)}")
-    configured, results = _load_inputs(metrics_paths, model_config_paths)
+    configured, results, footnotes = _load_inputs(metrics_paths, model_config_paths, run_paths)
     other = sorted(set(results.loc[results.source == OURS, "benchmark"]) - {benchmark})
     if other:
         raise SslzooError(f"the {benchmark} table was given metrics of other benchmarks: {other}")
@@ -380,6 +505,7 @@ def write_benchmark_table(
         results,
         _every_model(configured, results),
         with_method=True,
+        footnotes=footnotes,
     )
     _write(page, out, html)
     return page
@@ -394,6 +520,7 @@ _STYLE = (
     "th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}"
     "th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){text-align:left}"
     "tr.reported td{color:#666;font-style:italic}th{background:#f3f3f3}"
+    "p.footnote{font-size:0.9em;color:#444;margin:0.2em 0}"
 )
 
 
@@ -429,7 +556,8 @@ def _table_html(lines: list[str]) -> str:
 
 
 def markdown_to_html(markdown: str) -> str:
-    """A standalone HTML page of a page written by this module (headings, paragraphs, pipe tables)."""
+    """A standalone HTML page of a page written by this module (headings, paragraphs, pipe
+    tables, footnotes: paragraphs starting with a superscript number)."""
     body: list[str] = []
     lines = markdown.splitlines()
     title = lines[0].lstrip("# ") if lines else ""
@@ -446,6 +574,8 @@ def markdown_to_html(markdown: str) -> str:
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             body.append(f"<h{level}>{_inline_html(line[level:].strip())}</h{level}>")
+        elif _FOOTNOTE_LINE.match(line):
+            body.append(f"<p class='footnote'>{_inline_html(line)}</p>")
         elif line.strip():
             body.append(f"<p>{_inline_html(line)}</p>")
         i += 1

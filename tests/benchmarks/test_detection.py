@@ -49,6 +49,7 @@ from sslzoo.checkpoints import from_detectron2, random_backbone, save_detectron2
 from sslzoo.data.detection import VOC_CLASSES, CocoDetection, VocAnnotation, VocObject
 from sslzoo.errors import SslzooError
 from sslzoo.steps import detection_benchmark as detection_step
+from tests.benchmarks.protocols import reference_gpus_and_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools vs NumPy 2
 
@@ -389,6 +390,19 @@ def test_protocol_files_load_and_typos_fail(tmp_path):
         load_detection_config(tmp_path / "typo.yaml")
 
 
+def test_protocol_gpus_are_the_reference_process_counts_and_bad_ones_are_named(tmp_path):
+    for name in ("det_voc0712", "det_coco"):
+        cfg, _ = load_detection_config(CONFIG_DIR / f"{name}.yaml")
+        gpus, per_gpu = reference_gpus_and_batch(CONFIG_DIR / f"{name}.yaml")
+        assert (cfg.gpus, cfg.solver.batch_size) == (gpus, gpus * per_gpu), name
+    raw = yaml.safe_load((CONFIG_DIR / "det_voc0712_mini.yaml").read_text())
+    assert load_detection_config(CONFIG_DIR / "det_voc0712_mini.yaml")[0].gpus == raw["gpus"] == 1
+    for value, message in ((2.5, "'gpus' must be int, got 2.5"), (3, r"'solver.batch_size' 4 .* 'gpus' 3")):
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**raw, "gpus": value}))
+        with pytest.raises(SslzooError, match=f"bad.yaml: {message}"):
+            load_detection_config(tmp_path / "bad.yaml")
+
+
 def test_warmup_multistep_schedule_is_detectron2s():
     schedule = SolverConfig().schedule()
     assert schedule.lr(0.02, 0) == pytest.approx(0.02 * 0.001)
@@ -593,6 +607,10 @@ def test_voc_benchmark_end_to_end_and_rerun(tmp_path, r18):
         2,
     )
     assert meta["num_train"] == 4 and meta["num_test"] == 2
+    run = meta["run"]  # one process took the whole batch of 2, as the mini protocol's one process
+    assert (run["world_size"], run["per_process_batch"], run["total_batch"], run["seed"]) == (1, 2, 2, 0)
+    assert run["protocol"]["gpus"] == raw["gpus"] and run["protocol"]["total_batch"] == 2
+    assert run["protocol"]["config"] == str(config) and run["torch"] == torch.__version__
     detection_step.main(args)  # the finished run is resumed, not redone
     again = json.loads(out.read_text())
     assert again["meta"]["resumed_from_iteration"] == 2

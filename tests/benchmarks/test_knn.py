@@ -138,6 +138,10 @@ def test_knn_step_writes_metrics_with_meta(tmp_path: Path) -> None:
         assert metrics["meta"]["top5"][f"k={k}"] == pytest.approx(top5, abs=1e-9)
     assert metrics["meta"]["benchmark"] == "knn_imagenet" and metrics["meta"]["model"] == "my-model"
     assert metrics["meta"]["config"]["temperature"] == 0.07 and "git_rev" in metrics["meta"]
+    # the run record: one process, nothing trained (no batch, no protocol), no randomness
+    run = metrics["meta"]["run"]
+    assert (run["world_size"], run["seed"], run["torch"]) == (1, None, torch.__version__)
+    assert run["per_process_batch"] is run["total_batch"] is run["protocol"] is None
 
 
 def test_missing_layer_names_the_file(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sslzoo.benchmarks.linear import (
+    DEFAULT_GPUS,
     LATEST,
     TRAIN_LOG,
     Accuracy,
@@ -29,12 +30,14 @@ from sslzoo.benchmarks.linear import (
     fit_classifier,
     load_linear_config,
     norm_param_groups,
+    parse_gpus,
     read_pooling_table,
     topk_hits,
 )
 from sslzoo.engine.dist import DistContext
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
+from tests.benchmarks.protocols import reference_gpus_and_batch
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "benchmarks"
 FEATURES = ("feature1", "feature2", "feature3", "feature4", "feature5")
@@ -303,6 +306,18 @@ def test_evaluation_does_not_depend_on_the_process_count(tmp_path: Path) -> None
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [single.top1, single.top5]
 
 
+def test_protocol_gpus_are_the_reference_process_counts() -> None:
+    for path in sorted(CONFIG_DIR.glob("linear_*.yaml")):
+        config, raw = load_linear_config(path)
+        if path.stem.endswith("_mini"):
+            assert config.gpus == 1, path  # the mini zoo runs one process
+            continue
+        gpus, per_gpu = reference_gpus_and_batch(path)
+        assert (config.gpus, config.train.batch_size) == (gpus, gpus * per_gpu), path
+        assert raw["gpus"] == config.gpus
+    assert parse_gpus({}, "x.yaml", 256) == DEFAULT_GPUS  # a protocol without the key
+
+
 def test_repository_configs_load_and_bad_ones_are_named(tmp_path: Path) -> None:
     for path in sorted(CONFIG_DIR.glob("linear_*.yaml")):
         config, raw = load_linear_config(path)
@@ -329,6 +344,10 @@ def test_repository_configs_load_and_bad_ones_are_named(tmp_path: Path) -> None:
         "steps": (base.replace("steps: [2, 3]", "steps: [3, 2]"), "schedule: 'steps' must be increasing"),
         "jitter": (base.replace("[0.4, 0.4, 0.4, 0.0]", "[0.4]"), "train_transform: 'color_jitter'"),
         "pooling": (base.replace(str(CONFIG_DIR / "features_mini.yaml"), str(tmp_path / "nothing.yaml")), "nothing.yaml: file not found"),
+        "gpus_type": (base.replace("gpus: 1", "gpus: eight"), r"gpus_type.yaml: 'gpus' must be int, got 'eight'"),
+        "gpus_bool": (base.replace("gpus: 1", "gpus: true"), r"gpus_bool.yaml: 'gpus' must be int"),
+        "gpus_zero": (base.replace("gpus: 1", "gpus: 0"), r"gpus_zero.yaml: 'gpus' must be a positive integer"),
+        "gpus_split": (base.replace("gpus: 1", "gpus: 3"), r"gpus_split.yaml: 'batch_size' 32 .* does not divide by 'gpus' 3"),
     }  # fmt: skip
     for name, (text, message) in cases.items():
         path = tmp_path / f"{name}.yaml"
@@ -411,3 +430,20 @@ def test_step_writes_the_metrics_of_both_protocols(tmp_path: Path) -> None:
     assert mhead["meta"]["config"]["pooling"]["feature1"] == [4, 4, 0]
     assert all(value in (0.0, 50.0, 100.0) for value in avgpool.values() if isinstance(value, float))
     assert mhead["meta"]["top5"]["Feature2"] == 100.0  # 2 classes: always among the top 5
+    # the run record: one process took the whole batch of 4, as the protocol (gpus: the default)
+    for name, metrics in results.items():
+        run = metrics["meta"]["run"]
+        assert (run["world_size"], run["per_process_batch"], run["accumulate"], run["total_batch"]) == (
+            1,
+            4,
+            1,
+            4,
+        )
+        assert (run["seed"], run["torch"], run["cuda"]) == (0, torch.__version__, torch.version.cuda)
+        assert run["protocol"] == {
+            "config": str(tmp_path / f"{name}.yaml"),
+            "gpus": DEFAULT_GPUS,
+            "per_process_batch": 4 // DEFAULT_GPUS,
+            "accumulate": 1,
+            "total_batch": 4,
+        }

@@ -32,6 +32,7 @@ from sslzoo.data import mini
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
 from sslzoo.steps import segmentation_benchmark as segmentation_step
+from tests.benchmarks.protocols import reference_gpus_and_batch
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "benchmarks"
 TINY = FCNConfig(channels=16, aux_channels=8)
@@ -155,7 +156,22 @@ def test_protocol_files_load():
     assert city.model.align_corners and city.test.mode == "slide" and city.test.stride == (513, 513)
     assert (city.train.max_iter, city.train.batch_size, city.pipeline.crop_size) == (40000, 8, (769, 769))
     for name in ("seg_voc12aug_mini", "seg_cityscapes_mini"):
-        load_segmentation_config(CONFIG_DIR / f"{name}.yaml")
+        assert load_segmentation_config(CONFIG_DIR / f"{name}.yaml")[0].gpus == 1
+
+
+def test_protocol_gpus_are_the_reference_process_counts_and_bad_ones_are_named(tmp_path):
+    for name in ("seg_voc12aug", "seg_cityscapes"):
+        cfg, _ = load_segmentation_config(CONFIG_DIR / f"{name}.yaml")
+        gpus, per_gpu = reference_gpus_and_batch(CONFIG_DIR / f"{name}.yaml")
+        assert (cfg.gpus, cfg.train.batch_size) == (gpus, gpus * per_gpu), name
+    raw = yaml.safe_load((CONFIG_DIR / "seg_voc12aug_mini.yaml").read_text())
+    for value, message in (
+        ("four", "'gpus' must be int, got 'four'"),
+        (3, r"'train.batch_size' 4 .* 'gpus' 3"),
+    ):
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**raw, "gpus": value}))
+        with pytest.raises(SslzooError, match=f"bad.yaml: {message}"):
+            load_segmentation_config(tmp_path / "bad.yaml")
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,6 +242,9 @@ def test_voc12aug_end_to_end_and_rerun(tmp_path):
     # background and dog are labelled in val: their IoU is a number (classes neither labelled nor
     # predicted would be None)
     assert meta["IoU"]["background"] is not None and meta["IoU"]["dog"] is not None and len(meta["IoU"]) == 21
+    run = meta["run"]  # one process took the whole batch of 2 (_tiny_config), the protocol's 1 x 2
+    assert (run["world_size"], run["per_process_batch"], run["total_batch"], run["seed"]) == (1, 2, 2, 0)
+    assert run["protocol"]["gpus"] == 1 and run["protocol"]["config"] == args.config
     segmentation_step.main(args)
     again = json.loads(out.read_text())
     assert again["meta"]["resumed_from_iteration"] == 2 and again["mIOU"] == metrics["mIOU"]

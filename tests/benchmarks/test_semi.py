@@ -22,6 +22,7 @@ from sslzoo.benchmarks.semi import (
 from sslzoo.engine.schedules import LrSchedule, apply_lr
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
+from tests.benchmarks.protocols import reference_gpus_and_batch
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "benchmarks"
 
@@ -79,9 +80,10 @@ def _run(root: Path, lr: float, mult: float, top1: float, top5: float) -> Path:
     meta = {
         "benchmark": "semi_in1k_1pct",
         "model": "byol",
-        "run": path.parent.name,
+        "grid_point": path.parent.name,
         "lr": lr,
         "head_mult": mult,
+        "run": {"world_size": 4, "seed": int(mult)},  # stands for the run record, copied as it is
     }
     path.write_text(json.dumps({"Top-1 (%)": top1, "Top-5 (%)": top5, "meta": meta}))
     return path
@@ -103,6 +105,11 @@ def test_select_best_keeps_the_best_top1_and_its_setting(tmp_path: Path) -> None
     best = json.loads(out.read_text())
     assert (best["Top-1 (%)"], best["Top-5 (%)"]) == (52.5, 76.0)  # a tie on top-1 goes to top-5
     assert best["meta"]["setting"] == "lr 0.001 head x100" and best["meta"]["model"] == "byol"
+    # the selected numbers keep the record of the run that trained them; the grid folder goes
+    assert (
+        best["meta"]["run"] == json.loads(runs[2].read_text())["meta"]["run"]
+        and "grid_point" not in best["meta"]
+    )
     assert [run["setting"] for run in best["meta"]["runs"]] == [
         "lr 0.1 head x1", "lr 0.01 head x10", "lr 0.001 head x100", "lr 0.01 head x1",
     ]  # fmt: skip
@@ -115,6 +122,22 @@ def test_select_best_keeps_the_best_top1_and_its_setting(tmp_path: Path) -> None
         select_best([runs[0], bad], out)
     with pytest.raises(SslzooError, match="two runs with the setting 'lr 0.1 head x1'"):
         select_best([runs[0], runs[0]], out)
+
+
+def test_protocol_gpus_are_the_reference_process_counts_and_bad_ones_are_named(tmp_path: Path) -> None:
+    for path in sorted(CONFIG_DIR.glob("semi_*.yaml")):
+        config, _ = load_semi_config(path)
+        expected = 1 if path.stem.endswith("_mini") else reference_gpus_and_batch(path)[0]
+        assert config.gpus == expected, path
+    text = (CONFIG_DIR / "semi_in1k_1pct_mini.yaml").read_text()
+    for value, message in (
+        ("'4'", "'gpus' must be int, got '4'"),
+        ("-1", "'gpus' must be a positive integer"),
+    ):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text.replace("gpus: 1", f"gpus: {value}"))
+        with pytest.raises(SslzooError, match=f"bad.yaml: {message}"):
+            load_semi_config(bad)
 
 
 def test_repository_configs_load_with_the_protocol_numbers() -> None:
@@ -171,5 +194,9 @@ def test_step_fine_tunes_and_writes_the_run_metrics(tmp_path: Path) -> None:
         10.0,
     )
     assert meta["setting"] == "lr 0.1 head x10" and meta["num_labelled"] == 4 and meta["iterations"] == 4
+    assert meta["grid_point"] == "lr0.1_head10"
+    run = meta["run"]  # one process took the whole batch of 2; the protocol (no gpus key) is 1 x 2
+    assert (run["world_size"], run["per_process_batch"], run["total_batch"], run["seed"]) == (1, 2, 2, 0)
+    assert run["protocol"]["config"] == str(config) and run["torch"] == torch.__version__
     log = [json.loads(line) for line in (out.parent / "work" / "train_log.jsonl").read_text().splitlines()]
     assert [line["lr"] for line in log] == pytest.approx([0.1, 0.1, 0.02, 0.02])  # the backbone group

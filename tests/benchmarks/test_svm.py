@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
@@ -177,6 +178,11 @@ def test_steps_write_metrics_with_the_table_columns(tmp_path):
     assert set(low) == {"Best Layer", "k=1", "k=2", "meta"}
     assert low["Best Layer"] == "feature5" and low["meta"]["seed"] == 3
     assert low["k=2"] == low["meta"]["k"]["k=2"]["reference"]["mean"]
+    # run records: one process, nothing trained (no batch, no protocol); the low-shot seed
+    for metrics, seed in ((svm, None), (low, 3)):
+        run = metrics["meta"]["run"]
+        assert (run["world_size"], run["seed"], run["torch"]) == (1, seed, torch.__version__)
+        assert run["per_process_batch"] is run["total_batch"] is run["protocol"] is None
     for benchmark, metrics in (("svm_voc07", svm), ("lowshot_voc07", low)):
         values = {key: value for key, value in metrics.items() if key != "meta"}
         assert tables._check_columns(benchmark, values, benchmark) == values

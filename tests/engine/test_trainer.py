@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from sslzoo.engine.dist import cleanup, init_distributed
 from sslzoo.engine.trainer import LATEST, TRAIN_LOG, EpochSampler, move_to_device, train
+from sslzoo.run_record import differs_from_protocol
 
 
 class Killed(Exception):
@@ -114,6 +115,7 @@ def test_two_epochs_write_log_latest_and_final(tmp_path: Path) -> None:
     result = train(
         method, NoisyVectors(70, noise=0.1), cfg, tmp_path / "work", tmp_path / "final.pth", seed=3
     )
+    run = result.pop("run")
     assert result == {"epoch": 2, "iterations": 16, "iters_per_epoch": 8, "resumed_from_epoch": 0}
     log = read_log(tmp_path / "work")
     assert [r["iter"] for r in log] == list(range(1, 17))
@@ -129,6 +131,22 @@ def test_two_epochs_write_log_latest_and_final(tmp_path: Path) -> None:
         final["meta"]["method"] == "tiny" and final["meta"]["epoch"] == 2 and final["meta"]["config"] == cfg
     )
     assert isinstance(final["meta"]["git_rev"], str)
+    # the run record: one process of batch 8 without accumulation, as the protocol (gpus 1)
+    assert final["meta"]["run"] == run
+    assert (run["world_size"], run["per_process_batch"], run["accumulate"], run["total_batch"]) == (
+        1,
+        8,
+        1,
+        8,
+    )
+    assert (run["seed"], run["torch"], run["cuda"]) == (3, torch.__version__, torch.version.cuda)
+    assert run["protocol"] == {
+        "config": None,
+        "gpus": cfg["gpus"],
+        "per_process_batch": 8,
+        "accumulate": 1,
+        "total_batch": cfg["gpus"] * 8,
+    }
     assert_same_weights(final["state_dict"], method.state_dict(), exact=True)
     latest = torch.load(tmp_path / "work" / LATEST, map_location="cpu", weights_only=True)
     assert {"state_dict", "optimizer", "scaler", "epoch", "iteration", "rng"} <= latest.keys()
@@ -268,11 +286,19 @@ def test_ddp_two_gloo_processes_equal_one_process_on_the_joint_batch(tmp_path: P
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     torch.multiprocessing.spawn(_ddp_worker, args=(port, str(tmp_path / "ddp")), nprocs=2, join=True)
-    ddp = torch.load(tmp_path / "ddp" / "final.pth", weights_only=True)["state_dict"]
+    ddp_final = torch.load(tmp_path / "ddp" / "final.pth", weights_only=True)
+    ddp = ddp_final["state_dict"]
 
     single = TinyMethod(init_seed=7, bn=False)
     initial = copy.deepcopy(single.state_dict())
-    train(single, NoisyVectors(16, noise=0.0), make_cfg(batch_size=16, epochs=1), tmp_path / "one", seed=1)
+    one = train(
+        single, NoisyVectors(16, noise=0.0), make_cfg(batch_size=16, epochs=1), tmp_path / "one", seed=1
+    )
+    # the record says what ran: 2 processes x 8 against the protocol's 1 x 8; the same total as 1 x 16
+    ddp_run = ddp_final["meta"]["run"]
+    assert (ddp_run["world_size"], ddp_run["per_process_batch"]) == (2, 8)
+    assert ddp_run["total_batch"] == one["run"]["total_batch"] == 16 and one["run"]["world_size"] == 1
+    assert ddp_run["protocol"]["total_batch"] == 8 and differs_from_protocol(ddp_run)
     assert len(read_log(tmp_path / "ddp" / "work")) == len(read_log(tmp_path / "one")) == 1
     assert_same_weights(ddp, single.state_dict(), exact=False)
     assert not torch.allclose(initial["head.weight"], ddp["head.weight"])
@@ -301,7 +327,7 @@ def test_pretrain_from_files_uses_the_method_dataset_hook(tmp_path: Path, monkey
     from sslzoo.errors import SslzooError
 
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(make_cfg(batch_size=8, epochs=1)))
+    config.write_text(yaml.safe_dump(make_cfg(batch_size=4, epochs=1, accumulate=2)))
     monkeypatch.setitem(sslzoo.methods.METHODS, "tiny", DatasetHookMethod)
     monkeypatch.setattr(DatasetHookMethod, "calls", [])
     monkeypatch.chdir(tmp_path)
@@ -314,8 +340,26 @@ def test_pretrain_from_files_uses_the_method_dataset_hook(tmp_path: Path, monkey
         tmp_path / "final.pth",
         correspondence="c.json",
         train_log_out=tmp_path / "out" / "train_log.jsonl",
+        run_out=tmp_path / "out" / "run.json",
     )
     assert DatasetHookMethod.calls == [("m.json", "c.json")]
+    # run.json is the final checkpoint's run record: 1 process x 4 x accum 2, protocol 1 x 4 x 2
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run == torch.load(tmp_path / "final.pth", weights_only=True)["meta"]["run"] == result["run"]
+    assert (run["world_size"], run["per_process_batch"], run["accumulate"], run["total_batch"]) == (
+        1,
+        4,
+        2,
+        8,
+    )
+    assert run["protocol"] == {
+        "config": str(config),
+        "gpus": 1,
+        "per_process_batch": 4,
+        "accumulate": 2,
+        "total_batch": 8,
+    }
+    assert not differs_from_protocol(run)
     copied = (tmp_path / "out" / "train_log.jsonl").read_text()
     assert copied == (tmp_path / "work" / "train_log.jsonl").read_text()
     assert [json.loads(line)["iter"] for line in copied.splitlines()] == [1, 2]

@@ -101,6 +101,9 @@ def test_external_checkpoint_is_a_row_of_every_benchmark(workdir: Path) -> None:
     command = next(line for line in result.stdout.splitlines() if "sslzoo tables" in line)
     for benchmark in cfg["benchmarks"]:
         assert f"results/benchmarks/{benchmark}/my-ckpt/metrics.json" in command, benchmark
+    # the pretraining run records of the pretrained rows feed the footnotes; a checkpoint has none
+    runs = command.split(" --runs ")[1].split(" --")[0].split()
+    assert runs == [f"results/pretrain/{model}/run.json" for model in cfg["models"]]
 
 
 def test_table_targets_plan_only_what_their_table_needs(workdir: Path) -> None:

@@ -453,6 +453,14 @@ def method_model_configs(wildcards):
     return expand("config/models/{model}.yaml", model=_method_models(wildcards.method))
 
 
+def pretrain_runs(wildcards):
+    """Input function: the pretraining run records (run.json) of the pretrained models a page
+    shows, for its footnotes: the method's models on a method page, every pretrained model on
+    the others (external checkpoints and `random` have none)."""
+    models = _method_models(wildcards.method) if hasattr(wildcards, "method") else PRETRAINED
+    return expand("results/pretrain/{model}/run.json", model=models)
+
+
 def k_plot_metrics(wildcards):
     return benchmark_results(wildcards.k_benchmark)
 

@@ -11,6 +11,7 @@ rule pretrain:
     output:
         final="results/pretrain/{pretrained}/final.pth",
         train_log="results/pretrain/{pretrained}/train_log.jsonl",
+        run="results/pretrain/{pretrained}/run.json",
     params:
         work_dir="results/pretrain/{pretrained}/work",
         seed=config["seed"],
@@ -32,7 +33,7 @@ rule pretrain:
         "python -m sslzoo --nproc-per-node {resources.gpu} pretrain"
         " --config {input.config} --manifest {input.manifest} --work-dir {params.work_dir}"
         " {params.correspondence} --seed {params.seed} --out {output.final}"
-        " --train-log-out {output.train_log} > {log} 2>&1"
+        " --train-log-out {output.train_log} --run-out {output.run} > {log} 2>&1"
 
 
 rule extract_backbone:

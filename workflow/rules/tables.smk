@@ -1,12 +1,15 @@
 # The model zoo's pages and the report's figures. Each page is its own job that reads only the
 # metrics it shows: a change to one benchmark rewrites that benchmark's table, the method pages
 # and model_zoo.md, nothing else. Every page is written as markdown and as HTML (the report).
+# The pretraining run records (run.json) of the models a page shows are inputs too: a row whose
+# run used other processes or another total batch than its protocol gets a footnote.
 
 
 rule benchmark_table:
     input:
         metrics=table_metrics,
         models=model_config_files(),
+        runs=pretrain_runs,
     output:
         md="results/tables/benchmarks/{table}.md",
         html=report(
@@ -28,13 +31,14 @@ rule benchmark_table:
         runtime=res("tables", "runtime"),
     shell:
         "python -m sslzoo tables --benchmark {wildcards.table} --metrics {input.metrics}"
-        " --models {input.models} --out {output.md} --html {output.html} > {log} 2>&1"
+        " --models {input.models} --runs {input.runs} --out {output.md} --html {output.html} > {log} 2>&1"
 
 
 rule method_page:
     input:
         metrics=method_metrics,
         models=method_model_configs,
+        runs=pretrain_runs,
     output:
         md="results/tables/{method}.md",
         html=report(
@@ -56,13 +60,14 @@ rule method_page:
         runtime=res("tables", "runtime"),
     shell:
         "python -m sslzoo tables --method {wildcards.method} --metrics {input.metrics}"
-        " --models {input.models} --out {output.md} --html {output.html} > {log} 2>&1"
+        " --models {input.models} --runs {input.runs} --out {output.md} --html {output.html} > {log} 2>&1"
 
 
 rule model_zoo_table:
     input:
         metrics=all_benchmark_results(),
         models=model_config_files(),
+        runs=pretrain_runs,
     output:
         md="results/tables/model_zoo.md",
         html=report(
@@ -83,7 +88,7 @@ rule model_zoo_table:
         mem_mb=res("tables", "mem_mb"),
         runtime=res("tables", "runtime"),
     shell:
-        "python -m sslzoo tables --metrics {input.metrics} --models {input.models}"
+        "python -m sslzoo tables --metrics {input.metrics} --models {input.models} --runs {input.runs}"
         " --out {output.md} --html {output.html} > {log} 2>&1"
 
 

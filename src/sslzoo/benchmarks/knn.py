@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from sslzoo.errors import SslzooError
 from sslzoo.io import git_revision, read_yaml, write_json
+from sslzoo.run_record import run_record
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,9 @@ def knn_benchmark(
     """Run kNN on two feature files and write ``results/benchmarks/{benchmark}/{model}/metrics.json``.
 
     The benchmark and model names are the two directories above ``out_path``. The file holds
-    ``"k=10"``.. (top-1 %) and ``meta`` with the top-5 accuracies, the config and the inputs.
+    ``"k=10"``.. (top-1 %) and ``meta`` with the top-5 accuracies, the config, the inputs and
+    the run record ``run`` (:mod:`sslzoo.run_record`; its batch fields are null: the feature
+    files do not record the batch they were extracted with, and nothing is trained here).
     """
     config, raw_config = load_knn_config(config_path)
     train_x, train_y, train_classes = _load_split(train_path, config.layer)
@@ -250,6 +253,8 @@ def knn_benchmark(
         "num_train": int(len(train_x)),
         "num_test": int(len(test_x)),
         "top5": {f"k={result.k}": result.top5 for result in results},
+        # one process, no training and no randomness: no batch, no seed (sslzoo.run_record)
+        "run": run_record(world_size=1, per_process_batch=None, accumulate=None, seed=None, device=device),
     }
     write_json(out_path, metrics)
     return metrics

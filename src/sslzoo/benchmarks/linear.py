@@ -65,6 +65,7 @@ from sslzoo.engine.trainer import (
 from sslzoo.errors import SslzooError
 from sslzoo.io import git_revision, read_yaml, write_json
 from sslzoo.models.backbone import STAGE_NAMES, ResNetBackbone
+from sslzoo.run_record import RunRecord, protocol_batch, run_record
 
 LATEST = "latest.pth"
 TRAIN_LOG = "train_log.jsonl"
@@ -174,6 +175,7 @@ class LinearConfig:
     train: TrainSettings
     train_transform: TrainTransformConfig
     eval_transform: EvalTransformConfig
+    gpus: int  # the reference's process count (parse_gpus)
 
 
 def _positive_int(mapping: dict[str, Any], key: str, where: str, default: Any = ...) -> int:
@@ -211,6 +213,32 @@ def parse_train_settings(raw: dict[str, Any], source: str) -> TrainSettings:
         steps=tuple(steps),
         gamma=gamma,
     )
+
+
+# The process count of a training protocol that does not state ``gpus``.
+DEFAULT_GPUS = 1
+
+
+def parse_gpus(raw: dict[str, Any], source: str, total_batch: int, batch_key: str = "batch_size") -> int:
+    """The top-level ``gpus`` of a training protocol: the reference's process count (the 8 of
+    ``8xb32``), :data:`DEFAULT_GPUS` when absent.
+
+    The total batch (``batch_key``) must divide by it: the reference's per-GPU batch is whole.
+    Training splits the total batch over the processes it actually has; ``gpus`` is recorded
+    beside them (``meta.run.protocol``) so that the tables can footnote a run that differs.
+    """
+    gpus = config_value(raw, "gpus", source, int, DEFAULT_GPUS)
+    if gpus < 1:
+        raise SslzooError(
+            f"{source}: 'gpus' must be a positive integer (the reference's process count, "
+            f"e.g. 8 for 8xb32), got {gpus!r}"
+        )
+    if total_batch % gpus:
+        raise SslzooError(
+            f"{source}: '{batch_key}' {total_batch} (the total over processes) does not divide by "
+            f"'gpus' {gpus}; the reference's per-GPU batch is {batch_key} / gpus: fix one of them"
+        )
+    return gpus
 
 
 def parse_train_transform(raw: dict[str, Any], source: str) -> TrainTransformConfig:
@@ -281,6 +309,7 @@ def read_pooling_table(
 
 
 _LINEAR_KEYS = (
+    "gpus",
     "layers",
     "pooling_from",
     "bn_momentum",
@@ -297,10 +326,11 @@ _LINEAR_KEYS = (
 def load_linear_config(path: str | os.PathLike[str]) -> tuple[LinearConfig, dict[str, Any]]:
     """Read and validate a linear-evaluation protocol file.
 
-    Keys: ``layers`` (among feature1..feature5, avgpool), ``pooling_from`` (the features config
-    holding the pooling table, relative to this file; needed for featureN layers),
-    ``bn_momentum``, ``epochs``, ``batch_size`` (total), ``workers``, ``optimizer: {lr,
-    momentum, weight_decay, nesterov, norm_weight_decay}``, ``schedule: {steps, gamma}``,
+    Keys: ``gpus`` (the reference's process count, :func:`parse_gpus`), ``layers`` (among
+    feature1..feature5, avgpool), ``pooling_from`` (the features config holding the pooling
+    table, relative to this file; needed for featureN layers), ``bn_momentum``, ``epochs``,
+    ``batch_size`` (total), ``workers``, ``optimizer: {lr, momentum, weight_decay, nesterov,
+    norm_weight_decay}``, ``schedule: {steps, gamma}``,
     ``train_transform`` (:class:`TrainTransformConfig`), ``eval_transform`` (resize, crop).
 
     Returns:
@@ -331,6 +361,7 @@ def load_linear_config(path: str | os.PathLike[str]) -> tuple[LinearConfig, dict
         raise SslzooError(f"{where}: needs lr > 0 (and momentum > 0 with nesterov), got {optimizer!r}")
     weight_decay = _non_negative(optimizer, "weight_decay", where, 0.0)
     bn_momentum = _non_negative(raw, "bn_momentum", source, 0.1)
+    train = parse_train_settings(raw, source)
     config = LinearConfig(
         layers=tuple(layers),
         pooling=pooling,
@@ -340,9 +371,10 @@ def load_linear_config(path: str | os.PathLike[str]) -> tuple[LinearConfig, dict
         weight_decay=weight_decay,
         nesterov=nesterov,
         norm_weight_decay=_non_negative(optimizer, "norm_weight_decay", where, weight_decay),
-        train=parse_train_settings(raw, source),
+        train=train,
         train_transform=parse_train_transform(raw, source),
         eval_transform=parse_eval_transform(raw, source),
+        gpus=parse_gpus(raw, source, train.batch_size),
     )
     return config, {**raw, "pooling": {layer: list(p) for layer, p in pooling.items()}}
 
@@ -765,6 +797,22 @@ def fit_classifier(
     }
 
 
+def training_run_record(
+    config_path: str | os.PathLike[str], gpus: int, total_batch: int, seed: int, ctx: DistContext
+) -> RunRecord:
+    """``meta.run`` of a supervised benchmark run (linear, semi-supervised, detection,
+    segmentation): ``total_batch`` (the protocol's, over all processes) split evenly over this
+    run's ``ctx.world_size`` processes, no accumulation; the protocol's ``gpus`` beside it."""
+    return run_record(
+        world_size=ctx.world_size,
+        per_process_batch=total_batch // ctx.world_size,
+        accumulate=1,
+        seed=seed,
+        device=ctx.device,
+        protocol=protocol_batch(config_path, gpus, total_batch=total_batch),
+    )
+
+
 @dataclass(frozen=True)
 class Accuracy:
     """Top-1 and top-5 accuracy (%) of one head."""
@@ -935,6 +983,7 @@ def linear_benchmark(
         "world_size": ctx.world_size,
         "top5": {LAYER_COLUMNS[layer]: accuracy[layer].top5 for layer in config.layers},
         **summary,
+        "run": training_run_record(config_path, config.gpus, config.train.batch_size, seed, ctx),
     }
     write_json(out_path, metrics)
     return metrics

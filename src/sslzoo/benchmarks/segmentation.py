@@ -402,24 +402,26 @@ class SegmentationConfig:
     train: SegTrainSettings
     pipeline: PipelineConfig
     test: EvalSettings
+    gpus: int  # the reference's process count (parse_gpus)
 
 
 def load_segmentation_config(path: str | os.PathLike[str]) -> tuple[SegmentationConfig, dict[str, Any]]:
     """Read and validate ``config/benchmarks/seg_*.yaml``; returns the config and the raw dict.
 
-    Keys: ``dataset`` (voc12aug | cityscapes), ``model`` (:class:`FCNConfig`), ``train``
+    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear.parse_gpus`),
+    ``dataset`` (voc12aug | cityscapes), ``model`` (:class:`FCNConfig`), ``train``
     (:class:`SegTrainSettings`), ``pipeline`` (:class:`~sslzoo.data.segmentation.PipelineConfig`),
     ``test`` (:class:`EvalSettings`).
     """
     from sslzoo.benchmarks.detection.train import config_section
-    from sslzoo.benchmarks.linear import config_value, reject_unknown_keys
+    from sslzoo.benchmarks.linear import config_value, parse_gpus, reject_unknown_keys
     from sslzoo.io import read_yaml
 
     source = str(path)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise SslzooError(f"{source}: expected a mapping of segmentation settings")
-    reject_unknown_keys(raw, ("dataset", "model", "train", "pipeline", "test"), source)
+    reject_unknown_keys(raw, ("gpus", "dataset", "model", "train", "pipeline", "test"), source)
     dataset = config_value(raw, "dataset", source, str)
     if dataset not in DATASETS:
         raise SslzooError(f"{source}: 'dataset' must be one of {list(DATASETS)}, got {dataset!r}")
@@ -435,7 +437,8 @@ def load_segmentation_config(path: str | os.PathLike[str]) -> tuple[Segmentation
     test = config_section(raw, "test", EvalSettings, source)
     if test.mode not in ("whole", "slide"):
         raise SslzooError(f"{source}: test.mode must be whole or slide, got {test.mode!r}")
-    return SegmentationConfig(dataset, model, train, pipeline, test), raw
+    gpus = parse_gpus(raw, source, train.batch_size, "train.batch_size")
+    return SegmentationConfig(dataset, model, train, pipeline, test, gpus), raw
 
 
 def segmentation_benchmark(
@@ -461,7 +464,7 @@ def segmentation_benchmark(
         ``{"mIOU": %, "meta": {...}}`` on rank 0, None elsewhere.
     """
     from sslzoo.benchmarks.detection.train import IterationSettings, broadcast_buffers, train_iterations
-    from sslzoo.benchmarks.linear import file_digest
+    from sslzoo.benchmarks.linear import file_digest, training_run_record
     from sslzoo.checkpoints import load_backbone
     from sslzoo.data import segmentation as seg
     from sslzoo.engine.dist import init_distributed
@@ -540,6 +543,7 @@ def segmentation_benchmark(
                 name: (None if math.isnan(v) else v) for name, v in zip(classes, scores["IoU"], strict=True)
             },
             **summary,
+            "run": training_run_record(config_path, cfg.gpus, tr.batch_size, seed, ctx),
         },
     }
     write_json(out_path, result)

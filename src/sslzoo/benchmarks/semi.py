@@ -48,9 +48,11 @@ from sslzoo.benchmarks.linear import (
     fit_classifier,
     init_linear,
     parse_eval_transform,
+    parse_gpus,
     parse_train_settings,
     parse_train_transform,
     reject_unknown_keys,
+    training_run_record,
 )
 from sslzoo.engine.dist import DistContext, init_distributed
 from sslzoo.errors import SslzooError
@@ -81,9 +83,11 @@ class SemiConfig:
     train: TrainSettings
     train_transform: TrainTransformConfig
     eval_transform: EvalTransformConfig
+    gpus: int  # the reference's process count (parse_gpus)
 
 
 _SEMI_KEYS = (
+    "gpus",
     "split_file",
     "fraction",
     "lrs",
@@ -111,7 +115,8 @@ def _positive_numbers(raw: dict[str, Any], key: str, source: str) -> tuple[float
 def load_semi_config(path: str | os.PathLike[str]) -> tuple[SemiConfig, dict[str, Any]]:
     """Read and validate a semi-supervised protocol file.
 
-    Keys: ``split_file`` (standard subset list, relative to the working directory, or null),
+    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear.parse_gpus`),
+    ``split_file`` (standard subset list, relative to the working directory, or null),
     ``fraction`` (of each class, when there is no split file), ``lrs`` and ``head_mults`` (the
     grid the workflow expands into jobs), ``sync_bn``, ``epochs``, ``batch_size`` (total),
     ``workers``, ``optimizer: {momentum, weight_decay, nesterov}``, ``schedule: {steps, gamma}``,
@@ -133,6 +138,7 @@ def load_semi_config(path: str | os.PathLike[str]) -> tuple[SemiConfig, dict[str
     nesterov = config_value(optimizer, "nesterov", where, bool, False)
     if momentum < 0 or weight_decay < 0 or (nesterov and momentum <= 0):
         raise SslzooError(f"{where}: momentum and weight_decay must be >= 0 (momentum > 0 with nesterov)")
+    train = parse_train_settings(raw, source)
     config = SemiConfig(
         split_file=config_value(raw, "split_file", source, (str, type(None)), None),
         fraction=fraction,
@@ -142,9 +148,10 @@ def load_semi_config(path: str | os.PathLike[str]) -> tuple[SemiConfig, dict[str
         momentum=momentum,
         weight_decay=weight_decay,
         nesterov=nesterov,
-        train=parse_train_settings(raw, source),
+        train=train,
         train_transform=parse_train_transform(raw, source),
         eval_transform=parse_eval_transform(raw, source),
+        gpus=parse_gpus(raw, source, train.batch_size),
     )
     return config, raw
 
@@ -281,8 +288,10 @@ def semi_benchmark(
     """Fine-tune at one grid point and write its metrics.json.
 
     ``out_path`` is ``results/benchmarks/{benchmark}/{model}/lr{lr}_head{mult}/metrics.json``:
-    ``{"Top-1 (%)", "Top-5 (%)", "meta": {"lr", "head_mult", "setting", ...}}``. Rank 0 writes and
-    returns the metrics, the other processes None.
+    ``{"Top-1 (%)", "Top-5 (%)", "meta": {"lr", "head_mult", "setting", "grid_point", ..., "run"}}``
+    (``grid_point``: the ``lr{lr}_head{mult}`` folder; ``run``: the run record,
+    :func:`~sslzoo.benchmarks.linear.training_run_record`). Rank 0 writes and returns the
+    metrics, the other processes None.
     """
     from sslzoo.benchmarks.features import load_backbone_model
     from sslzoo.data.datasets import ManifestDataset
@@ -340,7 +349,7 @@ def semi_benchmark(
         "meta": {
             "benchmark": out_path.parent.parent.parent.name,
             "model": out_path.parent.parent.name,
-            "run": out_path.parent.name,
+            "grid_point": out_path.parent.name,
             "lr": lr,
             "head_mult": head_mult,
             "setting": setting_label(lr, head_mult),
@@ -360,6 +369,7 @@ def semi_benchmark(
             "seed": seed,
             "world_size": ctx.world_size,
             **summary,
+            "run": training_run_record(config_path, config.gpus, config.train.batch_size, seed, ctx),
         },
     }
     write_json(out_path, metrics)
@@ -372,7 +382,8 @@ def select_best(
     """Keep the grid point with the best top-1 (then top-5, then the first given) and write it.
 
     ``out_path`` (``results/benchmarks/{benchmark}/{model}/metrics.json``) gets the best run's
-    ``Top-1 (%)`` and ``Top-5 (%)`` with ``meta.setting`` (``lr 0.01 head x10``) and every run's
+    ``Top-1 (%)`` and ``Top-5 (%)`` with ``meta.setting`` (``lr 0.01 head x10``), the best run's
+    meta (its ``meta.run`` record: how the selected numbers were trained) and every run's
     numbers under ``meta.runs``.
     """
     if not run_paths:
@@ -412,7 +423,7 @@ def select_best(
         )
     best = max(runs, key=lambda run: (run[TOP1], run[TOP5], -runs.index(run)))
     out_path = Path(out_path)
-    meta = {key: value for key, value in best["meta"].items() if key not in ("run",)}
+    meta = {key: value for key, value in best["meta"].items() if key != "grid_point"}
     meta.update(
         {
             "benchmark": out_path.parent.parent.name,

@@ -39,7 +39,8 @@ from sslzoo.engine.dist import DistContext, all_reduce_mean, barrier, cleanup, i
 from sslzoo.engine.optim import build_optimizer
 from sslzoo.engine.schedules import apply_lr, build_schedule
 from sslzoo.errors import SslzooError
-from sslzoo.io import atomic_write_bytes, git_revision
+from sslzoo.io import atomic_write_bytes, git_revision, write_json
+from sslzoo.run_record import protocol_batch, run_record
 
 LATEST = "latest.pth"
 TRAIN_LOG = "train_log.jsonl"
@@ -197,6 +198,7 @@ def train(
     seed: int = 0,
     ctx: DistContext | None = None,
     inputs: dict[str, str] | None = None,
+    protocol_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Pretrain ``method`` on ``dataset`` for ``cfg["train"]["epochs"]``, resuming when possible.
 
@@ -207,15 +209,20 @@ def train(
             is used, collated by the default collate function.
         cfg: a validated model config (:func:`sslzoo.config.load_model_config`).
         work_dir: holds ``latest.pth`` (resume state) and ``train_log.jsonl``.
-        out: where the final checkpoint goes (``{"state_dict", "meta"}``); None writes none.
+        out: where the final checkpoint goes (``{"state_dict", "meta"}``; ``meta["run"]`` is the
+            run record); None writes none.
         seed: seeds the data order and augmentation (with the epoch, rank and worker).
         ctx: this process's place in the process group (default: a single CPU process).
         inputs: name -> digest of the files the dataset was built from (the manifest, ORL's
             correspondence file): a resume state made from other inputs is set aside like one
             made with other settings.
+        protocol_path: the model config file ``cfg`` was read from (named in the run record).
 
     Returns:
-        ``{"epoch", "iterations", "iters_per_epoch", "resumed_from_epoch"}``.
+        ``{"epoch", "iterations", "iters_per_epoch", "resumed_from_epoch", "run"}``; ``run`` is
+        the run record (:func:`sslzoo.run_record.run_record`: this run's processes x
+        ``train.batch_size`` x ``train.accumulate`` beside the protocol's ``gpus`` x the same),
+        made when training ends.
     """
     ctx = ctx or DistContext()
     device = ctx.device
@@ -392,9 +399,25 @@ def train(
             _say(ctx, f"epoch {epoch + 1}/{epochs} done ({iteration} iterations); saved {latest_path}")
         barrier(ctx)
 
+    record = run_record(
+        world_size=ctx.world_size,
+        per_process_batch=batch_size,
+        accumulate=accumulate,
+        seed=seed,
+        device=device,
+        protocol=protocol_batch(
+            protocol_path, int(cfg["gpus"]), per_process_batch=batch_size, accumulate=accumulate
+        ),
+    )
     if out is not None and ctx.is_main:
         final = {key: value.detach().cpu().contiguous() for key, value in method.state_dict().items()}
-        meta = {"method": cfg["method"], "config": cfg, "epoch": epochs, "git_rev": git_revision()}
+        meta = {
+            "method": cfg["method"],
+            "config": cfg,
+            "epoch": epochs,
+            "git_rev": git_revision(),
+            "run": record,
+        }
         save_atomic({"state_dict": final, "meta": meta}, Path(out))
         _say(ctx, f"wrote {out}")
     barrier(ctx)
@@ -403,6 +426,7 @@ def train(
         "iterations": iteration,
         "iters_per_epoch": iters_per_epoch,
         "resumed_from_epoch": start_epoch,
+        "run": record,
     }
 
 
@@ -414,11 +438,13 @@ def pretrain_from_files(
     seed: int = 0,
     correspondence: str | os.PathLike[str] | None = None,
     train_log_out: str | os.PathLike[str] | None = None,
+    run_out: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """The ``pretrain`` step: config + manifest -> method and dataset -> :func:`train`.
 
     ``train_log_out`` receives a copy of the finished run's ``train_log.jsonl`` (the loss curve
-    of the report), written once training is complete.
+    of the report), written once training is complete; ``run_out`` the run record
+    (``run.json``: the same record as ``meta["run"]`` of the final checkpoint).
 
     The dataset is the method's ``build_dataset(cfg, manifest_path, correspondence)`` when it
     has that hook (ORL stage 3 reads ``correspondence``, its stage-2 file), else
@@ -459,9 +485,13 @@ def pretrain_from_files(
         inputs = {"manifest": file_digest(manifest_path)}
         if correspondence is not None:
             inputs["correspondence"] = file_digest(correspondence)
-        summary = train(method, dataset, cfg, work_dir, out, seed=seed, ctx=ctx, inputs=inputs)
+        summary = train(
+            method, dataset, cfg, work_dir, out, seed=seed, ctx=ctx, inputs=inputs, protocol_path=config_path
+        )
         if train_log_out is not None and ctx.is_main:
             atomic_write_bytes(train_log_out, (Path(work_dir) / TRAIN_LOG).read_bytes())
+        if run_out is not None and ctx.is_main:
+            write_json(run_out, summary["run"])
         return summary
     finally:
         cleanup()

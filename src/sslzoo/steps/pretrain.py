@@ -2,8 +2,10 @@
 
 Reads the model config (config/models/<name>.yaml) and the image manifest, trains the config's
 method with its protocol (optimizer, lr schedule with warm-up, epochs, batch per process), and
-writes the final checkpoint {"state_dict", "meta": {method, config, epoch, git_rev}} to --out
-and a copy of the run's train log to --train-log-out.
+writes the final checkpoint {"state_dict", "meta": {method, config, epoch, git_rev, run}} to --out,
+a copy of the run's train log to --train-log-out and the run record (processes x batch x
+accumulate, seed, versions, device, wall time, beside the protocol's gpus x batch x accumulate;
+the "run" of the checkpoint's meta) to --run-out.
 The work dir keeps latest.pth (written at the end of every epoch; a rerun resumes from it) and
 train_log.jsonl (one JSON line per iteration). ORL stage 3 (method orl) also reads the stage-2
 correspondence file (--correspondence). Run as one process, or under
@@ -31,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "results/pretrain/<name>/train_log.jsonl",
     )
     parser.add_argument(
+        "--run-out",
+        default=None,
+        help="the run record (how this run trained, beside the protocol), results/pretrain/<name>/run.json",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seeds initialisation, data order and augmentation"
     )
     parser.add_argument(
@@ -51,4 +58,5 @@ def main(args: argparse.Namespace) -> None:
         seed=args.seed,
         correspondence=args.correspondence,
         train_log_out=args.train_log_out,
+        run_out=args.run_out,
     )

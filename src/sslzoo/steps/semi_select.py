@@ -2,7 +2,8 @@
 
 Reads the metrics.json of every grid point (semi-benchmark) and writes the one with the best
 top-1 (ties: top-5, then the first given) to results/benchmarks/{benchmark}/{model}/metrics.json,
-with its setting ("lr 0.01 head x10") and every run's numbers under "meta"."""
+with its setting ("lr 0.01 head x10"), the record of the run that trained it ("meta.run") and
+every run's numbers under "meta"."""
 
 from __future__ import annotations
 

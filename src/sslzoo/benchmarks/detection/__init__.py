@@ -12,7 +12,8 @@ Two engines read the same protocol file (``config/benchmarks/det_*.yaml``):
 :func:`detection_benchmark` is the ``detection`` step: it writes
 ``results/benchmarks/{benchmark}/{model}/metrics.json`` with the table's columns (in %):
 ``AP50``, ``AP``, ``AP75`` for ``det_voc0712``; ``mAP(Box)``, ``AP50(Box)``, ``AP75(Box)``,
-``mAP(Mask)``, ``AP50(Mask)``, ``AP75(Mask)`` for ``det_coco``; and ``meta``.
+``mAP(Mask)``, ``AP50(Mask)``, ``AP75(Mask)`` for ``det_coco``; and ``meta`` (with the run
+record ``meta.run``, :mod:`sslzoo.run_record`).
 """
 
 from __future__ import annotations
@@ -83,10 +84,10 @@ def detection_benchmark(
         precise_bn,
         train_iterations,
     )
-    from sslzoo.benchmarks.linear import file_digest, norm_param_groups
+    from sslzoo.benchmarks.linear import file_digest, norm_param_groups, training_run_record
     from sslzoo.checkpoints import load_backbone
     from sslzoo.data.detection import CocoDetection, VocDetection, collate_detection
-    from sslzoo.engine.dist import init_distributed
+    from sslzoo.engine.dist import DistContext, init_distributed
     from sslzoo.engine.trainer import move_to_device
     from sslzoo.io import git_revision, write_json
 
@@ -128,7 +129,13 @@ def detection_benchmark(
         metrics = run_detectron2_benchmark(cfg, config_path, backbone_path, work_dir, paths, seed)
         if metrics is None:
             return None
-        result = {**metrics, "meta": {**meta, "iterations": cfg.solver.max_iter}}
+        # detectron2's launcher runs one process per GPU of the job (torchrun's WORLD_SIZE)
+        d2_ctx = DistContext(
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            device=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+        )
+        run = training_run_record(config_path, cfg.gpus, cfg.solver.batch_size, seed, d2_ctx)
+        result = {**metrics, "meta": {**meta, "iterations": cfg.solver.max_iter, "run": run}}
         write_json(out_path, result)
         return result
 
@@ -216,6 +223,7 @@ def detection_benchmark(
             "num_train": len(train_set),
             "num_test": len(test_set),
             "num_classes": num_classes,
+            "run": training_run_record(config_path, cfg.gpus, sol.batch_size, seed, ctx),
         },
     }
     write_json(out_path, result)

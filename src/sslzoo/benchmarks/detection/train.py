@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from sslzoo.benchmarks.detection.models import ARCHITECTURES, NORMS, InputConfig, ModelConfig
-from sslzoo.benchmarks.linear import config_value, reject_unknown_keys
+from sslzoo.benchmarks.linear import config_value, parse_gpus, reject_unknown_keys
 from sslzoo.engine.dist import DistContext, all_reduce_mean, barrier
 from sslzoo.engine.schedules import LrSchedule
 from sslzoo.engine.trainer import EpochSampler, derived_seed, save_atomic, seed_everything
@@ -125,6 +125,7 @@ class DetectionConfig:
     input: InputConfig
     solver: SolverConfig
     test: EvalConfig
+    gpus: int  # the reference's process count (parse_gpus)
     workers: int = 4
 
 
@@ -169,12 +170,18 @@ def config_section(
 
 
 def load_detection_config(path: str | os.PathLike[str]) -> tuple[DetectionConfig, dict[str, Any]]:
-    """Read and validate a detection protocol file; returns the config and the raw dict."""
+    """Read and validate a detection protocol file; returns the config and the raw dict.
+
+    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear.parse_gpus`),
+    ``dataset``, ``engine``, ``model``, ``input``, ``solver``, ``test``, ``workers``.
+    """
     source = str(path)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise SslzooError(f"{source}: expected a mapping of detection settings")
-    reject_unknown_keys(raw, ("dataset", "engine", "model", "input", "solver", "test", "workers"), source)
+    reject_unknown_keys(
+        raw, ("gpus", "dataset", "engine", "model", "input", "solver", "test", "workers"), source
+    )
     dataset = config_value(raw, "dataset", source, str)
     engine = config_value(raw, "engine", source, str, "torchvision")
     if dataset not in DATASETS:
@@ -200,6 +207,7 @@ def load_detection_config(path: str | os.PathLike[str]) -> tuple[DetectionConfig
         input=config_section(raw, "input", InputConfig, source),
         solver=solver,
         test=config_section(raw, "test", EvalConfig, source),
+        gpus=parse_gpus(raw, source, solver.batch_size, "solver.batch_size"),
         workers=int(config_value(raw, "workers", source, int, 4)),
     )
     return config, raw
