@@ -166,6 +166,17 @@ def test_voc_detection_metrics_hand_values_and_perfect():
     assert (scores["AP50"], scores["AP"], scores["AP75"]) == pytest.approx((100.0, 100.0, 100.0))
 
 
+def test_voc_ties_in_score_break_in_image_order_whatever_the_order_of_the_dict():
+    # Equal scores: a false positive in image 0, a hit (C) in image 1. In image order FP, TP:
+    # precision 0, 1/2 at recall 0, 1/3 -> 4 of the 11 levels at 1/2 (1 the other way round),
+    # also when the predictions come in another order (gathered from several processes).
+    dets = [(0, 0.5, [30, 30, 40, 40], "dog"), (1, 0.5, C, "dog")]
+    forward = _as_predictions(dets)
+    for predictions in (forward, {1: forward[1], 0: forward[0]}):
+        scores = voc_detection_metrics(predictions, _annotations(), VOC_CLASSES)
+        assert scores["per_class_AP50"]["dog"] == pytest.approx(100 * 4 * 0.5 / 11)
+
+
 # --------------------------------------------------------------------------------------------
 # COCO AP
 # --------------------------------------------------------------------------------------------

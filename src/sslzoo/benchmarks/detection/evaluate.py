@@ -157,7 +157,7 @@ def voc_detection_metrics(
                 np.array([o.difficult for o in objects], bool),
             )
         detections = []
-        for image, pred in predictions.items():
+        for image, pred in sorted(predictions.items()):  # image order: ties in score break alike
             for box, score, lab in zip(pred["boxes"], pred["scores"], pred["labels"], strict=True):
                 if int(lab) != label:
                     continue
@@ -267,8 +267,8 @@ def predict(
 ) -> dict[int, Prediction]:
     """Detections of ``model`` (eval mode) on every image of ``dataset``: index -> prediction.
 
-    Rank r runs images r, r + W, ...; every process returns the merged dict. Masks, when the
-    model predicts them, come back as COCO RLEs.
+    Rank r runs images r, r + W, ...; every process returns the merged dict, in index order
+    whatever the number of processes. Masks, when the model predicts them, come back as COCO RLEs.
     """
     ctx = ctx or DistContext()
     model.eval()
@@ -291,4 +291,6 @@ def predict(
     merged: dict[int, Prediction] = {}
     for part in all_gather_object(mine, ctx):
         merged.update(part)
-    return merged
+    # in dataset order, as one process has them: the VOC AP breaks ties in (rounded) score by
+    # the order of the detections, which the rank order of the parts would otherwise change
+    return {index: merged[index] for index in sorted(merged)}
