@@ -113,10 +113,11 @@ def test_heads_of_the_real_pooling_table_for_resnet50_at_224px() -> None:
         assert head.fc.weight.std().item() == pytest.approx(0.01, rel=0.05)
 
 
-def test_mini_pooling_table_fits_resnet18_at_64px() -> None:
+def test_mini_pooling_table_fits_resnet18_at_32px() -> None:
     pooling = read_pooling_table(CONFIG_DIR / "features_mini.yaml", FEATURES)
-    model = build_linear_classifier(ResNetBackbone(18), FEATURES, pooling, num_classes=10, crop=64)
-    assert [model.heads[layer].fc.in_features for layer in FEATURES] == [1600, 2304, 2048, 2304, 2048]
+    model = build_linear_classifier(ResNetBackbone(18), FEATURES, pooling, num_classes=10, crop=32)
+    # the dimensions features_mini.yaml states: 64x4x4, 64x4x4, 128x4x4, 256x2x2, 512x1x1
+    assert [model.heads[layer].fc.in_features for layer in FEATURES] == [1024, 1024, 2048, 1024, 512]
 
 
 def test_head_normalises_each_channel_of_the_pooled_map() -> None:

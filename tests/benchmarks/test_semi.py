@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from sslzoo.benchmarks.semi import (
     FineTuneClassifier,
     class_balanced_subset,
     head_param_groups,
     load_semi_config,
-    select_best,
     split_file_subset,
 )
+from sslzoo.benchmarks.semi_grid import select_best
 from sslzoo.engine.schedules import LrSchedule, apply_lr
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
@@ -146,9 +147,11 @@ def test_repository_configs_load_with_the_protocol_numbers() -> None:
     assert one.lrs == ten.lrs == (0.1, 0.01, 0.001) and one.head_mults == ten.head_mults == (1.0, 10.0, 100.0)
     assert (one.weight_decay, ten.weight_decay) == (5e-4, 1e-4)
     assert one.train.steps == (12, 16) and one.train.gamma == 0.2 and one.train.epochs == 20
+    mini_crop = yaml.safe_load((CONFIG_DIR / "features_mini.yaml").read_text())["crop"]
     for name in ("semi_in1k_1pct_mini.yaml", "semi_in1k_10pct_mini.yaml"):
         mini, _ = load_semi_config(CONFIG_DIR / name)
-        assert mini.split_file is None and mini.train_transform.size == 64
+        # the resolution the mini models are pretrained and read at
+        assert mini.split_file is None and mini.train_transform.size == mini.eval_transform.crop == mini_crop
         assert round(mini.fraction * 60) >= 3  # a few of the ~60 mini images of each class
 
 

@@ -13,6 +13,7 @@ from torchvision.transforms import functional as TF
 
 from sslzoo.data.datasets import ManifestDataset
 from sslzoo.data.manifest import build_manifest, write_manifest
+from sslzoo.data.mini import MiniSizes
 from sslzoo.errors import SslzooError
 
 
@@ -28,10 +29,11 @@ def val_manifest(mini_root: Path, tmp_path: Path) -> Path:
 
 def test_items_are_transformed_images_with_their_labels(val_manifest: Path, mini_root: Path) -> None:
     dataset = ManifestDataset(val_manifest, transform=TF.to_tensor)
-    assert len(dataset) == 200 and len(dataset.classes) == 10
-    assert dataset.labels.dtype == np.int64 and np.bincount(dataset.labels).tolist() == [20] * 10
+    per_class = MiniSizes().imagenet_val_per_class
+    assert len(dataset) == 10 * per_class and len(dataset.classes) == 10
+    assert dataset.labels.dtype == np.int64 and np.bincount(dataset.labels).tolist() == [per_class] * 10
     lines = sorted((mini_root / "imagenet" / "meta" / "val.txt").read_text().splitlines())
-    for index in (0, 57, 199):
+    for index in (0, 57, len(dataset) - 1):
         rel, label = lines[index].split()
         image, got = dataset[index]
         assert got == int(label) == dataset.labels[index]

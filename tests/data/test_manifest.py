@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sslzoo.data.manifest import build_manifest, read_manifest, write_manifest
+from sslzoo.data.mini import MiniSizes
 from sslzoo.errors import SslzooError
 from sslzoo.steps import manifest as manifest_step
 
@@ -142,7 +143,10 @@ def test_manifest_step_writes_a_readable_manifest(mini_root: Path, tmp_path: Pat
     manifest_step.main(args)
     written = json.loads(out.read_text())
     assert written == read_manifest(out)
-    assert written["root"] == images and len(written["samples"]) == 200 and len(written["classes"]) == 10
+    val_images = 10 * MiniSizes().imagenet_val_per_class
+    assert (
+        written["root"] == images and len(written["samples"]) == val_images and len(written["classes"]) == 10
+    )
     with pytest.raises(SystemExit):
         parser.parse_args(["--dataset", "mnist", "--images", images, "--split", "val", "--out", str(out)])
 
@@ -178,7 +182,13 @@ def test_read_manifest_refuses_bad_labels(tmp_path: Path) -> None:
 )
 def test_read_manifest_label_kinds(tmp_path: Path, label: object, ok: bool) -> None:
     path = tmp_path / "m.json"
-    manifest = {"dataset": "d", "split": "train", "root": ".", "classes": ["a", "b"], "samples": [["x", label]]}
+    manifest = {
+        "dataset": "d",
+        "split": "train",
+        "root": ".",
+        "classes": ["a", "b"],
+        "samples": [["x", label]],
+    }
     write_manifest(manifest, path)
     if ok:
         assert read_manifest(path)["samples"] == [["x", label]]

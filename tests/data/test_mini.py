@@ -80,7 +80,11 @@ def test_summary_is_written_last_and_counts_the_files(mini_root: Path) -> None:
     for split in ("train", "val"):
         files = list((mini_root / "imagenet" / split).rglob("*.JPEG"))
         assert len(files) == summary["imagenet"]["images"][split]
-    assert summary["imagenet"]["images"] == {"train": 600, "val": 200}
+    sizes = mini.MiniSizes()
+    assert summary["imagenet"]["images"] == {
+        "train": 10 * sizes.imagenet_train_per_class,
+        "val": 10 * sizes.imagenet_val_per_class,
+    }
     voc07 = summary["voc"]["VOC2007"]["images"]
     jpegs = list(mini_root.joinpath(*VOC07, "JPEGImages").glob("*.jpg"))
     assert len(jpegs) == voc07["trainval"] + voc07["test"]
@@ -391,7 +395,7 @@ def test_bad_seed_is_refused(tmp_path: Path) -> None:
 
 def test_shapes_fit_the_padding_used_to_measure_their_full_area() -> None:
     """Truncation and visibility are measured on a canvas padded by _SHAPE_EXTENT radii."""
-    for ops in mini.SHAPES.values():
+    for ops in [*mini.SHAPES.values(), *mini.PARTS.values()]:
         for polygon, _ in ops:
             assert np.linalg.norm(polygon, axis=1).max() * np.exp(0.2) <= mini._SHAPE_EXTENT
     rng = np.random.default_rng(0)
@@ -597,3 +601,40 @@ def test_inat18_files_hold_their_rendered_organism(mini_root: Path) -> None:
         assert not jpeg_matches(written, mini.render_inat18_image(MINI_SEED, "train", label, 2).image)
         (organism,) = scene.instances
         assert organism.name == species.name and organism.mask.mean() > 0.08
+
+
+def test_every_look_is_drawn_upright_with_its_parts_above_and_below() -> None:
+    """The orientation cue of rotation prediction: parts above the body, parts below it."""
+    rng = np.random.default_rng(0)
+    for name, look in mini.LOOKS.items():
+        shape = mini._sample_shape(rng, (96, 96), name, (0.22, 0.22), (0.5, 0.5, 0.5, 0.5), 0.0)
+        ys = np.nonzero(shape.parts)[0]
+        rows = {
+            value: ys[shape.parts[shape.parts > 0] == value] for value in (mini.TOP, mini.BODY, mini.BOTTOM)
+        }
+        assert len(rows[mini.BODY]) > 0, name
+        if look.top is not None:
+            assert rows[mini.TOP].mean() < rows[mini.BODY].mean(), name
+        if look.bottom is not None:
+            assert rows[mini.BOTTOM].mean() > rows[mini.BODY].mean(), name
+        assert shape.mask.sum() == (shape.parts > 0).sum()
+
+
+def test_imagenet_classes_differ_in_parts_not_in_body_colour() -> None:
+    """Each mini ImageNet class has its own (top, bottom) part pair; the body's colours are redrawn
+    per object, so two bodies of one class differ in colour as much as two of different classes."""
+    pairs = [(mini.LOOKS[look].top, mini.LOOKS[look].bottom) for look in mini.IMAGENET_CLASSES.values()]
+    assert len(set(pairs)) == len(pairs)
+
+    def body_colour(name: str, index: int) -> np.ndarray:
+        rng = np.random.default_rng([7, index])
+        canvas = np.zeros((96, 96, 3), np.float32)
+        shape = mini._sample_shape(rng, (96, 96), name, (0.22, 0.26), (0.45, 0.45, 0.55, 0.55), 25.0)
+        mini._paint(rng, canvas, [shape], recolour=True)
+        return canvas[shape.parts == mini.BODY].mean(axis=0)
+
+    names = list(mini.IMAGENET_CLASSES.values())
+    colours = np.array([[body_colour(name, i) for i in range(8)] for name in names])  # [class, object, 3]
+    within = np.linalg.norm(colours - colours.mean(axis=1, keepdims=True), axis=2).mean()
+    between = np.linalg.norm(colours.mean(axis=1) - colours.mean(axis=(0, 1)), axis=1).mean()
+    assert within > 2 * between

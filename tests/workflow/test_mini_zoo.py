@@ -1,9 +1,10 @@
 """The mini zoo end to end in a scratch directory: pretraining killed mid-run and resumed,
 then every job through to the tables, with real numbers in them.
 
-To stay within CI's time, the run keeps one pretraining method (plus the `random` row) and
-one benchmark of each kind of rule (feature-cache kNN, low-shot SVM, linear training, the
-semi-supervised grid and its selection, detection, segmentation); `make zoo` runs all of
+To stay within CI's time, the run keeps one pretraining method (plus the `random` row), one
+benchmark of each kind of rule (feature-cache kNN, low-shot SVM, linear training, the
+semi-supervised grid and its selection, detection, segmentation) and the three on which a
+pretrained model must beat `random` (kNN, AvgPool linear, VOC07 SVM); `make zoo` runs all of
 config/mini.yaml."""
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ pytestmark = pytest.mark.slow
 MODEL = "rotation-pred_resnet18_mini"
 BENCHMARKS = (
     "knn_imagenet",
+    "svm_voc07",
     "lowshot_voc07",
     "linear_imagenet",
+    "linear_avgpool_imagenet",
     "semi_in1k_1pct",
     "det_voc0712",
     "seg_cityscapes",
@@ -184,6 +187,22 @@ def test_trained_benchmarks_report_every_column(mini_zoo: Path) -> None:
 
 def _metrics(workdir: Path, benchmark: str, model: str) -> dict:
     return json.loads((workdir / "results" / "benchmarks" / benchmark / model / "metrics.json").read_text())
+
+
+# A pretrained model must beat the random-init backbone by this many points on each measure
+# (benchmark -> table column): a method whose training stopped teaching the backbone fails here.
+LEARNING_MARGIN = 3.0
+LEARNING_MEASURES = {"knn_imagenet": "k=20", "linear_avgpool_imagenet": "AvgPool", "svm_voc07": "SVM"}
+
+
+@pytest.mark.parametrize("benchmark", sorted(LEARNING_MEASURES))
+def test_pretraining_beats_the_random_init_backbone(mini_zoo: Path, benchmark: str) -> None:
+    column = LEARNING_MEASURES[benchmark]
+    ours, random_init = (_metrics(mini_zoo, benchmark, model)[column] for model in (MODEL, "random"))
+    assert ours >= random_init + LEARNING_MARGIN, (
+        f"{MODEL} {benchmark} {column}: {ours:.2f} against random init {random_init:.2f}; "
+        f"pretraining no longer teaches the backbone (margin {LEARNING_MARGIN})"
+    )
 
 
 def test_lowshot_svm_reports_the_ks_that_fit_the_mini_voc(mini_zoo: Path) -> None:

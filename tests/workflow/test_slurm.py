@@ -42,6 +42,9 @@ BENCHMARKS = ("knn_imagenet",)
 # takes about 40 s longer here, the two processes competing for 2 cores with the other jobs; with
 # 1 the step runs in the job's own process, without torchrun
 PRETRAIN_GPUS = 1
+# epochs of the pretraining run here (the mini config's are many more): the job is cancelled in
+# the second and must resume there; the learning itself is tested by test_mini_zoo.py
+PRETRAIN_EPOCHS = 2
 CORRUPT_TARGET = "results/features/random/voc07_test.npz"
 VOC07 = Path("resources", "mini", "voc", "VOCdevkit", "VOC2007")
 RUN_TIMEOUT = 600  # seconds for both runs
@@ -78,6 +81,10 @@ def _reduced_workdir(workdir: Path, mini_data: Path) -> Path:
     cfg["benchmarks"] = {name: cfg["benchmarks"][name] for name in BENCHMARKS}
     cfg["resources"]["pretrain"]["gpu"] = PRETRAIN_GPUS
     path.write_text(yaml.safe_dump(cfg))
+    model = workdir / "config" / "models" / f"{MODEL}.yaml"
+    model_cfg = yaml.safe_load(model.read_text())
+    model_cfg["train"]["epochs"] = PRETRAIN_EPOCHS
+    model.write_text(yaml.safe_dump(model_cfg))
     return workdir
 
 
@@ -209,7 +216,7 @@ def test_cancelled_pretraining_resumed_to_the_same_weights(zoo_runs: ZooRuns) ->
     assert f"SLURM-job '{zoo_runs.cancelled}' failed, SLURM status is: 'CANCELLED'" in zoo_runs.output
     assert f"Trying to restart job {job}." in zoo_runs.output  # the profile's `retries: 1`
     log = (zoo_runs.slurm / "logs" / "pretrain" / f"{MODEL}.log").read_text()
-    assert re.search(r"resuming from \S+/latest\.pth: epoch 1/2", log), log[-3000:]
+    assert re.search(rf"resuming from \S+/latest\.pth: epoch 1/{PRETRAIN_EPOCHS}", log), log[-3000:]
     final = Path("results", "pretrain", MODEL, "final.pth")
     ours = torch.load(zoo_runs.slurm / final, map_location="cpu", weights_only=True)["state_dict"]
     reference = torch.load(zoo_runs.local / final, map_location="cpu", weights_only=True)["state_dict"]

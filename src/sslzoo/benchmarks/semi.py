@@ -11,7 +11,7 @@ PROTOCOLS.md "Semi-supervised"):
   the backbone's times a multiplier; lr x 0.2 at epochs 12 and 16 of 20; batch 256 in all.
 - RandomResizedCrop 224 + flip for training, Resize 256 + CenterCrop 224 for evaluation.
 - A grid of ``lr`` in {0.1, 0.01, 0.001} x head multiplier in {1, 10, 100}: every setting is one
-  job (:func:`semi_benchmark`) and :func:`select_best` reports the best top-1.
+  job (:func:`semi_benchmark`) and :func:`sslzoo.benchmarks.semi_grid.select_best` reports the best top-1.
 
 The labelled subset is the standard split file when the config names one (SimCLR's
 ``1percent.txt`` / ``10percent.txt``: one image file name per line, matched by file name), else a
@@ -54,12 +54,12 @@ from sslzoo.benchmarks.linear import (
     reject_unknown_keys,
     training_run_record,
 )
+from sslzoo.benchmarks.semi_grid import TOP1, TOP5, setting_label
 from sslzoo.engine.dist import DistContext, init_distributed
 from sslzoo.errors import SslzooError
-from sslzoo.io import git_revision, read_json, read_yaml, write_json
+from sslzoo.io import git_revision, read_yaml, write_json
 from sslzoo.models.backbone import ResNetBackbone
 
-TOP1, TOP5 = "Top-1 (%)", "Top-5 (%)"
 HEAD = "head"
 
 
@@ -263,11 +263,6 @@ def head_param_groups(
     ]
 
 
-def setting_label(lr: float, head_mult: float) -> str:
-    """How a grid point is named in metrics and tables: ``lr 0.01 head x10``."""
-    return f"lr {lr:g} head x{head_mult:g}"
-
-
 # --------------------------------------------------------------------------------------------
 # The benchmark
 # --------------------------------------------------------------------------------------------
@@ -374,67 +369,3 @@ def semi_benchmark(
     }
     write_json(out_path, metrics)
     return metrics
-
-
-def select_best(
-    run_paths: Sequence[str | os.PathLike[str]], out_path: str | os.PathLike[str]
-) -> dict[str, Any]:
-    """Keep the grid point with the best top-1 (then top-5, then the first given) and write it.
-
-    ``out_path`` (``results/benchmarks/{benchmark}/{model}/metrics.json``) gets the best run's
-    ``Top-1 (%)`` and ``Top-5 (%)`` with ``meta.setting`` (``lr 0.01 head x10``), the best run's
-    meta (its ``meta.run`` record: how the selected numbers were trained) and every run's
-    numbers under ``meta.runs``.
-    """
-    if not run_paths:
-        raise SslzooError("semi-select: no run metrics given (--runs)")
-    runs: list[dict[str, Any]] = []
-    for path in run_paths:
-        metrics = read_json(path)
-        meta = metrics.get("meta") if isinstance(metrics, dict) else None
-        if not isinstance(meta, dict):
-            raise SslzooError(f"{path}: not a semi-supervised run's metrics.json (no 'meta')")
-        for key in (TOP1, TOP5):
-            if not isinstance(metrics.get(key), int | float) or isinstance(metrics.get(key), bool):
-                raise SslzooError(
-                    f"{path}: '{key}' must be a number; rerun the semi-supervised job that wrote it"
-                )
-        for key in ("lr", "head_mult"):
-            if not isinstance(meta.get(key), int | float):
-                raise SslzooError(
-                    f"{path}: meta.{key} is missing; rerun the semi-supervised job that wrote it"
-                )
-        runs.append(
-            {
-                "path": str(path),
-                "lr": meta["lr"],
-                "head_mult": meta["head_mult"],
-                "setting": setting_label(meta["lr"], meta["head_mult"]),
-                TOP1: metrics[TOP1],
-                TOP5: metrics[TOP5],
-                "meta": meta,
-            }
-        )
-    settings = [run["setting"] for run in runs]
-    if len(set(settings)) != len(settings):
-        twice = next(s for s in settings if settings.count(s) > 1)
-        raise SslzooError(
-            f"semi-select: two runs with the setting '{twice}' among {list(map(str, run_paths))}"
-        )
-    best = max(runs, key=lambda run: (run[TOP1], run[TOP5], -runs.index(run)))
-    out_path = Path(out_path)
-    meta = {key: value for key, value in best["meta"].items() if key != "grid_point"}
-    meta.update(
-        {
-            "benchmark": out_path.parent.parent.name,
-            "model": out_path.parent.name,
-            "setting": best["setting"],
-            "selected_from": best["path"],
-            "runs": [
-                {key: run[key] for key in ("setting", "lr", "head_mult", TOP1, TOP5, "path")} for run in runs
-            ],
-        }
-    )
-    result = {TOP1: best[TOP1], TOP5: best[TOP5], "meta": meta}
-    write_json(out_path, result)
-    return result

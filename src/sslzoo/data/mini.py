@@ -5,7 +5,12 @@ minutes; these datasets are its inputs:
 
 - ``imagenet/``: ImageNet folders plus MMSelfSup list files (``meta/{train,val}.txt``,
   lines ``<wnid>/<file>.JPEG <label>``); 10 classes, 96x96 JPEG. Each image shows one large,
-  centred object whose class is the label, and up to two small distractors of other looks.
+  centred, upright object whose class is the label, and up to two small distractors of other
+  looks. Its objects are recoloured at random (their textures keep only light and shade), so
+  that colour, which a randomly initialised network reads well, says nothing of the class:
+  the shape, the parts above and below it and the texture pattern do, and they are what the
+  pretext tasks learn (the orientation of the parts for rotation prediction, their places for
+  relative location, what two views of one object share for BYOL).
 - ``voc/VOCdevkit/VOC2007`` (trainval + test) and ``VOC2012`` (trainval, Segmentation
   train/val and an SBD-style ``trainaug.txt`` with ``SegmentationClassAug/``): the 20 VOC
   classes, 1-4 objects per image, Annotations XML, ``ImageSets/Main`` class lists
@@ -28,7 +33,8 @@ minutes; these datasets are its inputs:
 
 Every object class has its own look: a shape (disk, star, heart, ...) filled with a texture cut
 from a photo scikit-image ships (``skimage.data.chelsea``, ``brick``, ``grass``, ...), tinted for
-the grey ones. Every instance varies it: size, aspect, rotation, texture crop and zoom, colour
+the grey ones, with a part above it and one below (ears, mast, roof, ...; legs, wheels, pot, ...)
+in a colour of its own, drawn upright (+-25 degrees). Every instance varies it: size, aspect, rotation, texture crop and zoom, colour
 jitter, shading, position. Backgrounds vary too (sky/ground horizons, smooth colour fields,
 blurred photos). Boxes, masks and labels are computed from the painted pixels, so they agree.
 
@@ -67,39 +73,46 @@ VOC_CLASSES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Look:
-    """How every instance of one class is drawn: a shape filled with a photo texture.
+    """How every instance of one class is drawn: a body shape filled with a photo texture, and
+    an upright arrangement of parts (keys of ``PARTS``) above and below it in ``part_colour``.
 
-    ``tint`` multiplies a grey source (RGB in 0..1); colour sources ignore it.
+    ``tint`` multiplies a grey source (RGB in 0..1); colour sources ignore it. The parts give
+    every class an "up" and a layout of its own: rotation prediction reads the orientation off
+    the object, relative-location prediction the place of each part, and both have to tell the
+    classes apart to do so.
     """
 
     shape: str
     source: str
     tint: tuple[float, float, float] | None = None
+    top: str | None = None
+    bottom: str | None = None
+    part_colour: tuple[float, float, float] = (0.2, 0.2, 0.2)
 
 
 # One look per VOC class; ImageNet and COCO classes reuse them (a "tabby" looks like a VOC
 # "cat"), so features learned on the mini ImageNet transfer to the mini VOC and COCO.
 LOOKS: dict[str, Look] = {
-    "aeroplane": Look("cross", "moon", (0.75, 0.85, 1.0)),
-    "bicycle": Look("horseshoe", "gravel", (0.45, 0.45, 0.55)),
-    "bird": Look("triangle", "immunohistochemistry"),
-    "boat": Look("crescent", "coins", (1.0, 0.8, 0.45)),
-    "bottle": Look("capsule", "retina"),
-    "bus": Look("square", "text", (1.0, 0.85, 0.25)),
-    "car": Look("hexagon", "rocket"),
-    "cat": Look("heart", "chelsea"),
-    "chair": Look("ell", "brick", (0.8, 0.5, 0.3)),
-    "cow": Look("diamond", "checkerboard", (1.0, 0.95, 0.9)),
-    "diningtable": Look("tee", "coffee"),
-    "dog": Look("disk", "camera", (0.9, 0.65, 0.4)),
-    "horse": Look("arrow", "clock", (0.75, 0.5, 0.35)),
-    "motorbike": Look("star", "gravel", (1.0, 0.35, 0.3)),
-    "person": Look("capsule", "astronaut"),
-    "pottedplant": Look("star", "grass", (0.4, 0.9, 0.35)),
-    "sheep": Look("disk", "cell", (1.0, 1.0, 0.9)),
-    "sofa": Look("square", "brick", (0.6, 0.35, 0.7)),
-    "train": Look("diamond", "colorwheel"),
-    "tvmonitor": Look("horseshoe", "text", (0.4, 0.9, 1.0)),
+    "aeroplane": Look("cross", "moon", (0.75, 0.85, 1.0), "crown", "wheels", (0.85, 0.2, 0.15)),
+    "bicycle": Look("horseshoe", "gravel", (0.45, 0.45, 0.55), "mast", "wheels", (0.1, 0.1, 0.1)),
+    "bird": Look("triangle", "immunohistochemistry", None, "roof", "feet", (0.95, 0.6, 0.1)),
+    "boat": Look("crescent", "coins", (1.0, 0.8, 0.45), "mast", "keel", (0.55, 0.3, 0.15)),
+    "bottle": Look("capsule", "retina", None, "crown", "stand", (0.2, 0.55, 0.25)),
+    "bus": Look("square", "text", (1.0, 0.85, 0.25), "roof", "wheels", (0.15, 0.15, 0.2)),
+    "car": Look("hexagon", "rocket", None, "mast", "wheels", (0.12, 0.12, 0.14)),
+    "cat": Look("heart", "chelsea", None, "ears", "feet", (0.35, 0.25, 0.2)),
+    "chair": Look("ell", "brick", (0.8, 0.5, 0.3), None, "legs", (0.4, 0.25, 0.1)),
+    "cow": Look("diamond", "checkerboard", (1.0, 0.95, 0.9), "horns", "legs", (0.85, 0.8, 0.6)),
+    "diningtable": Look("tee", "coffee", None, None, "legs", (0.45, 0.3, 0.15)),
+    "dog": Look("disk", "camera", (0.9, 0.65, 0.4), "ears", "legs", (0.3, 0.18, 0.1)),
+    "horse": Look("arrow", "clock", (0.75, 0.5, 0.35), "mast", "legs", (0.2, 0.12, 0.08)),
+    "motorbike": Look("star", "gravel", (1.0, 0.35, 0.3), "mast", "wheels", (0.15, 0.15, 0.15)),
+    "person": Look("capsule", "astronaut", None, "ears", "feet", (0.9, 0.75, 0.6)),
+    "pottedplant": Look("star", "grass", (0.4, 0.9, 0.35), "crown", "pot", (0.75, 0.4, 0.2)),
+    "sheep": Look("disk", "cell", (1.0, 1.0, 0.9), "horns", "feet", (0.25, 0.22, 0.2)),
+    "sofa": Look("square", "brick", (0.6, 0.35, 0.7), None, "feet", (0.3, 0.2, 0.35)),
+    "train": Look("diamond", "colorwheel", None, "roof", "wheels", (0.25, 0.25, 0.3)),
+    "tvmonitor": Look("horseshoe", "text", (0.4, 0.9, 1.0), "mast", "stand", (0.2, 0.2, 0.25)),
 }
 
 # The mini ImageNet: real ImageNet-1k wnids whose objects are VOC classes, drawn with that look.
@@ -155,9 +168,9 @@ class MiniSizes:
     """How many images each mini dataset holds (the defaults are the mini zoo's)."""
 
     imagenet_train_per_class: int = 60
-    imagenet_val_per_class: int = 20
-    voc2007_trainval: int = 150
-    voc2007_test: int = 150
+    imagenet_val_per_class: int = 50
+    voc2007_trainval: int = 400
+    voc2007_test: int = 400
     voc2012_seg_train: int = 50
     voc2012_seg_val: int = 50
     voc2012_det_only: int = 50  # in VOC2012 Main and in trainaug (SBD), not in Segmentation lists
@@ -252,7 +265,31 @@ SHAPES: dict[str, list[tuple[np.ndarray, int]]] = {
     "ell": [(_rect(-0.7, -1, -0.15, 1), 1), (_rect(-0.7, 0.45, 0.75, 1), 1)],
     "tee": [(_rect(-0.9, -1, 0.9, -0.45), 1), (_rect(-0.25, -0.45, 0.25, 1), 1)],
 }
-_SHAPE_EXTENT = 1.7  # max |point| of a shape after aspect jitter (1.35 x e^0.2), in radii
+
+
+def _mirrored(poly: np.ndarray) -> np.ndarray:
+    return poly * np.array([-1.0, 1.0])
+
+
+_EAR = np.array([[-0.75, -0.55], [-0.5, -1.45], [-0.1, -0.8]])
+_HORN = np.array([[-0.45, -0.8], [-1.15, -1.35], [-1.05, -1.5], [-0.2, -0.95]])
+_CROWN = np.array([[-0.7, -0.7], [-0.7, -1.4], [-0.35, -1.0], [0.0, -1.5], [0.35, -1.0], [0.7, -1.4], [0.7, -0.7]])
+# Parts above (y < 0) or below the body, in the body's unit coordinates, drawn over it.
+PARTS: dict[str, list[tuple[np.ndarray, int]]] = {
+    "ears": [(_EAR, 1), (_mirrored(_EAR), 1)],
+    "horns": [(_HORN, 1), (_mirrored(_HORN), 1)],
+    "mast": [(_rect(-0.09, -1.3, 0.09, -0.7), 1), (_circle(12, 0.22, 0.0, -1.35), 1)],
+    "roof": [(np.array([[-0.95, -0.7], [0.0, -1.5], [0.95, -0.7]]), 1)],
+    "crown": [(_CROWN, 1)],
+    "legs": [(_rect(-0.65, 0.6, -0.4, 1.5), 1), (_rect(0.4, 0.6, 0.65, 1.5), 1)],
+    "feet": [(_rect(-0.8, 0.8, -0.15, 1.15), 1), (_rect(0.15, 0.8, 0.8, 1.15), 1)],
+    "wheels": [(_circle(16, 0.33, -0.55, 1.0), 1), (_circle(16, 0.33, 0.55, 1.0), 1)],
+    "pot": [(np.array([[-0.65, 0.7], [0.65, 0.7], [0.45, 1.5], [-0.45, 1.5]]), 1)],
+    "keel": [(np.array([[-1.0, 0.65], [1.0, 0.65], [0.0, 1.45]]), 1)],
+    "stand": [(_rect(-0.1, 0.7, 0.1, 1.3), 1), (_rect(-0.6, 1.3, 0.6, 1.5), 1)],
+}
+_SHAPE_EXTENT = 2.4  # max |point| of a shape or part after aspect jitter (1.96 x e^0.2), in radii
+BODY, TOP, BOTTOM = 1, 2, 3  # values of a shape's part map
 
 
 def _draw_polygons(canvas: np.ndarray, ops: list[tuple[np.ndarray, int]], affine: np.ndarray) -> None:
@@ -478,6 +515,7 @@ class _Shape:
     theta: float
     mask: np.ndarray  # bool [H, W], the whole shape inside the image
     full_area: int
+    parts: np.ndarray  # uint8 [H, W]: 0 outside, BODY, TOP or BOTTOM
 
 
 def _sample_shape(
@@ -502,10 +540,12 @@ def _sample_shape(
     affine = np.hstack([lin, np.array([[cx + pad], [cy + pad]])])
     canvas = np.zeros((h + 2 * pad, w + 2 * pad), np.uint8)
     _draw_polygons(canvas, SHAPES[look.shape], affine)
+    for part, value in ((look.top, TOP), (look.bottom, BOTTOM)):
+        if part is not None:
+            _draw_polygons(canvas, [(poly, value * on) for poly, on in PARTS[part]], affine)
     full = canvas.astype(bool)
-    return _Shape(
-        name, look, (cx, cy), radius, theta, full[pad : pad + h, pad : pad + w].copy(), int(full.sum())
-    )
+    inside = canvas[pad : pad + h, pad : pad + w]
+    return _Shape(name, look, (cx, cy), radius, theta, inside.astype(bool), int(full.sum()), inside.copy())
 
 
 def _visible_ok(visible: np.ndarray, full_area: int, min_fraction: float, min_area: int) -> bool:
@@ -565,8 +605,16 @@ def _place(
     return placed
 
 
-def _paint(rng: np.random.Generator, canvas: np.ndarray, shapes: list[_Shape]) -> None:
-    """Paint ``shapes`` in order onto ``canvas`` [H, W, 3] float32: texture, jitter, shading, outline."""
+def _paint(
+    rng: np.random.Generator, canvas: np.ndarray, shapes: list[_Shape], recolour: bool = False
+) -> None:
+    """Paint ``shapes`` in order onto ``canvas`` [H, W, 3] float32: texture, parts, jitter,
+    shading, outline.
+
+    ``recolour``: each object's texture keeps only its light and shade, mapped onto a random
+    dark-to-bright colour ramp of its own (the mini ImageNet): an object's colour then says
+    nothing of its class, which its shape, parts and texture pattern still do.
+    """
     h, w = canvas.shape[:2]
     kernel = np.ones((3, 3), np.uint8)
     for shape in shapes:
@@ -574,6 +622,13 @@ def _paint(rng: np.random.Generator, canvas: np.ndarray, shapes: list[_Shape]) -
         if not mask.any():
             continue
         layer = _texture(rng, shape.look, (h, w), shape.centre, shape.radius, shape.theta)
+        if recolour:
+            dark, bright = rng.uniform(0.0, 0.5, 3), rng.uniform(0.5, 1.0, 3)
+            layer = (dark + (bright - dark) * layer.mean(axis=2, keepdims=True)).astype(np.float32)
+        part = mask & (shape.parts > BODY)
+        if part.any():  # parts: the class's part colour, with the light and shade of the texture
+            lum = layer[part].mean(axis=1, keepdims=True)
+            layer[part] = np.asarray(shape.look.part_colour, np.float32) * (0.7 + 0.6 * lum)
         pix = _jitter_colours(rng, layer[mask])
         ys, xs = np.nonzero(mask)
         direction = rng.normal(size=2)
@@ -622,14 +677,14 @@ def render_imagenet_image(seed: int, split: str, class_index: int, index: int) -
             rng,
             size,
             IMAGENET_DISTRACTORS[int(rng.integers(len(IMAGENET_DISTRACTORS)))],
-            (0.1, 0.16),
+            (0.07, 0.11),
             (0.1, 0.1, 0.9, 0.9),
             25.0,
         )
         for _ in range(n_distractors)
     ]
-    shapes.append(_sample_shape(rng, size, IMAGENET_CLASSES[wnid], (0.3, 0.4), (0.4, 0.4, 0.6, 0.6), 25.0))
-    _paint(rng, canvas, shapes)
+    shapes.append(_sample_shape(rng, size, IMAGENET_CLASSES[wnid], (0.2, 0.26), (0.42, 0.42, 0.58, 0.58), 25.0))
+    _paint(rng, canvas, shapes, recolour=True)
     return Scene(_finish(rng, canvas), _instances(shapes))
 
 
@@ -1453,7 +1508,7 @@ def render_inat18_image(seed: int, split: str, class_index: int, index: int) -> 
     species = INAT18_BY_ID[class_index]
     size = (INAT18_SIZE, INAT18_SIZE)
     canvas = _nature_background(rng, size)
-    shape = _sample_shape(rng, size, species.look, (0.26, 0.36), (0.38, 0.38, 0.62, 0.62), 30.0)
+    shape = _sample_shape(rng, size, species.look, (0.2, 0.27), (0.4, 0.4, 0.6, 0.6), 30.0)
     _paint_species(rng, canvas, shape, species)
     instance = Instance(species.name, shape.mask, shape.full_area, int(shape.mask.sum()))
     return Scene(_finish(rng, np.clip(canvas, 0, 1)), [instance])

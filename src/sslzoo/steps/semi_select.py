@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from sslzoo.benchmarks.semi import select_best
+    from sslzoo.benchmarks.semi_grid import select_best
 
     result = select_best(args.runs, args.out)
     print(f"{args.out}: {result['meta']['setting']} (top-1 {result['Top-1 (%)']:.2f})")
