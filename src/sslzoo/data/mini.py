@@ -6,11 +6,11 @@ minutes; these datasets are its inputs:
 - ``imagenet/``: ImageNet folders plus MMSelfSup list files (``meta/{train,val}.txt``,
   lines ``<wnid>/<file>.JPEG <label>``); 10 classes, 96x96 JPEG. Each image shows one large,
   centred, upright object whose class is the label, and up to two small distractors of other
-  looks. Its objects are recoloured at random (their textures keep only light and shade), so
-  that colour, which a randomly initialised network reads well, says nothing of the class:
-  the shape, the parts above and below it and the texture pattern do, and they are what the
-  pretext tasks learn (the orientation of the parts for rotation prediction, their places for
-  relative location, what two views of one object share for BYOL).
+  looks. Its objects' bodies are recoloured at random (their textures keep only light and
+  shade), so that colour, which a randomly initialised network reads well, says little of the
+  class: the shape, the parts above and below it and the texture pattern say it, and they are
+  what a pretext task has to learn (the orientation of the parts for rotation prediction,
+  their places for relative location).
 - ``voc/VOCdevkit/VOC2007`` (trainval + test) and ``VOC2012`` (trainval, Segmentation
   train/val and an SBD-style ``trainaug.txt`` with ``SegmentationClassAug/``): the 20 VOC
   classes, 1-4 objects per image, Annotations XML, ``ImageSets/Main`` class lists
@@ -33,9 +33,9 @@ minutes; these datasets are its inputs:
 
 Every object class has its own look: a shape (disk, star, heart, ...) filled with a texture cut
 from a photo scikit-image ships (``skimage.data.chelsea``, ``brick``, ``grass``, ...), tinted for
-the grey ones, with a part above it and one below (ears, mast, roof, ...; legs, wheels, pot, ...)
-in a colour of its own, drawn upright (+-25 degrees). Every instance varies it: size, aspect, rotation, texture crop and zoom, colour
-jitter, shading, position. Backgrounds vary too (sky/ground horizons, smooth colour fields,
+the grey ones, with a part above it and one below (ears, mast, roof, ...; legs, wheels, pot,
+...) in a colour of its own, drawn upright (+-25 degrees). Every instance varies it: size,
+aspect, rotation, texture crop and zoom, colour jitter, shading, position. Backgrounds vary too (sky/ground horizons, smooth colour fields,
 blurred photos). Boxes, masks and labels are computed from the painted pixels, so they agree.
 
 Every random choice of one image comes from ``numpy.random.default_rng([seed, stream, index])``:
@@ -273,7 +273,9 @@ def _mirrored(poly: np.ndarray) -> np.ndarray:
 
 _EAR = np.array([[-0.75, -0.55], [-0.5, -1.45], [-0.1, -0.8]])
 _HORN = np.array([[-0.45, -0.8], [-1.15, -1.35], [-1.05, -1.5], [-0.2, -0.95]])
-_CROWN = np.array([[-0.7, -0.7], [-0.7, -1.4], [-0.35, -1.0], [0.0, -1.5], [0.35, -1.0], [0.7, -1.4], [0.7, -0.7]])
+_CROWN = np.array(
+    [[-0.7, -0.7], [-0.7, -1.4], [-0.35, -1.0], [0.0, -1.5], [0.35, -1.0], [0.7, -1.4], [0.7, -0.7]]
+)
 # Parts above (y < 0) or below the body, in the body's unit coordinates, drawn over it.
 PARTS: dict[str, list[tuple[np.ndarray, int]]] = {
     "ears": [(_EAR, 1), (_mirrored(_EAR), 1)],
@@ -683,7 +685,9 @@ def render_imagenet_image(seed: int, split: str, class_index: int, index: int) -
         )
         for _ in range(n_distractors)
     ]
-    shapes.append(_sample_shape(rng, size, IMAGENET_CLASSES[wnid], (0.2, 0.26), (0.42, 0.42, 0.58, 0.58), 25.0))
+    shapes.append(
+        _sample_shape(rng, size, IMAGENET_CLASSES[wnid], (0.2, 0.26), (0.42, 0.42, 0.58, 0.58), 25.0)
+    )
     _paint(rng, canvas, shapes, recolour=True)
     return Scene(_finish(rng, canvas), _instances(shapes))
 
