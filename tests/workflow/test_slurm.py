@@ -82,10 +82,22 @@ def _reduced_workdir(workdir: Path, mini_data: Path) -> Path:
     cfg["resources"]["pretrain"]["gpu"] = PRETRAIN_GPUS
     path.write_text(yaml.safe_dump(cfg))
     model = workdir / "config" / "models" / f"{MODEL}.yaml"
-    model_cfg = yaml.safe_load(model.read_text())
-    model_cfg["train"]["epochs"] = PRETRAIN_EPOCHS
-    model.write_text(yaml.safe_dump(model_cfg))
+    model.write_text(yaml.safe_dump(_shortened(yaml.safe_load(model.read_text()), PRETRAIN_EPOCHS)))
     return workdir
+
+
+def _shortened(model_cfg: dict, epochs: int) -> dict:
+    """``model_cfg`` trained for ``epochs`` epochs, its schedule's lr steps and warm-up at the same
+    fractions of the run."""
+    train = model_cfg["train"]
+    scale = epochs / train["epochs"]
+    schedule = train["schedule"]
+    if "steps" in schedule:
+        schedule["steps"] = [round(step * scale, 4) for step in schedule["steps"]]
+    if "warmup_epochs" in schedule:
+        schedule["warmup_epochs"] = round(schedule["warmup_epochs"] * scale, 4)
+    train["epochs"] = epochs
+    return model_cfg
 
 
 def _snakemake(workdir: Path, profile: str, *args: str) -> list[str]:
