@@ -214,10 +214,17 @@ def test_tables_equal_the_local_run(zoo_runs: ZooRuns) -> None:
             assert ours == reference, path
 
 
+# Fields of a metrics.json that say when and from which commit it ran, not what it measured: the
+# wall time differs between any two runs, the git revision when a commit lands while they run.
+_RUN_DEPENDENT = ("git_rev", "wall_time_s")
+
+
 def _metrics(path: Path) -> dict:
-    """A metrics.json without the code's git revision (a commit while the runs ran changes it)."""
+    """A metrics.json without the fields of :data:`_RUN_DEPENDENT` (top level and ``meta.run``)."""
     metrics = json.loads(path.read_text())
-    metrics["meta"].pop("git_rev", None)
+    for record in (metrics["meta"], metrics["meta"].get("run", {})):
+        for field in _RUN_DEPENDENT:
+            record.pop(field, None)
     return metrics
 
 
