@@ -46,7 +46,8 @@ from sslzoo.benchmarks.detection.train import (
     train_iterations,
 )
 from sslzoo.checkpoints import from_detectron2, random_backbone, save_detectron2
-from sslzoo.data.detection import VOC_CLASSES, CocoDetection, VocAnnotation, VocObject
+from sslzoo.data.constants import VOC_CLASSES
+from sslzoo.data.detection import CocoDetection, VocAnnotation, VocObject
 from sslzoo.errors import SslzooError
 from sslzoo.steps import detection_benchmark as detection_step
 from tests.benchmarks.protocols import reference_gpus_and_batch

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sslzoo.data.voc import VOC_CLASSES, voc_classification_manifest
+from sslzoo.data.constants import VOC_CLASSES
+from sslzoo.data.voc import voc_classification_manifest
 from sslzoo.errors import SslzooError
 from sslzoo.steps import voc_manifest as voc_manifest_step
 

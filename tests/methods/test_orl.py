@@ -20,8 +20,9 @@ from torchvision.transforms import functional as TF
 
 from sslzoo.checkpoints import extract_backbone
 from sslzoo.config import load_model_config
+from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.errors import SslzooError
-from sslzoo.methods.byol import BYOL, IMAGENET_MEAN, IMAGENET_STD
+from sslzoo.methods.byol import BYOL
 from sslzoo.methods.orl import ORL, ORLDataset, aug_bbox, box_iou, patch_pipeline, roi_crop
 from sslzoo.tables import load_model_entry
 

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import functional as TF
 
+from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.data.datasets import load_rgb
 from sslzoo.engine.dist import DistContext
 from sslzoo.errors import SslzooError
 from sslzoo.io import write_json
-from sslzoo.methods.byol import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.orl.correspondence import (
     CorrespondenceProtocol,
     compute_correspondence,

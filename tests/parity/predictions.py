@@ -12,7 +12,8 @@ import torch
 from pycocotools import mask as mask_utils
 from torch import nn
 
-from sslzoo.data.detection import VOC_CLASSES, CocoDetection, VocDetection
+from sslzoo.data.constants import VOC_CLASSES
+from sslzoo.data.detection import CocoDetection, VocDetection
 
 
 def _jitter(box: np.ndarray, scale: float, rng: np.random.Generator, width: int, height: int) -> np.ndarray:

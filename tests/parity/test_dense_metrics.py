@@ -25,7 +25,8 @@ import torch
 
 from sslzoo.benchmarks.detection.evaluate import coco_metrics, coco_results, voc_detection_metrics
 from sslzoo.benchmarks.segmentation import intersect_and_union, mean_iou
-from sslzoo.data.detection import VOC_CLASSES, CocoDetection, VocDetection
+from sslzoo.data.constants import VOC_CLASSES
+from sslzoo.data.detection import CocoDetection, VocDetection
 from tests.parity.predictions import coco_predictions, voc_predictions
 from tests.parity.reference import Recorder, import_side
 

@@ -36,7 +36,8 @@ from sslzoo.benchmarks.features import extract_features
 from sslzoo.benchmarks.knn import knn_classify
 from sslzoo.benchmarks.knn_dist import knn_classify_distributed
 from sslzoo.benchmarks.svm import svm_benchmark
-from sslzoo.data.detection import VOC_CLASSES, CocoDetection, VocDetection
+from sslzoo.data.constants import VOC_CLASSES
+from sslzoo.data.detection import CocoDetection, VocDetection
 from sslzoo.engine.dist import DistContext
 from tests.parity.conftest import FEATURES_CONFIG
 from tests.parity.predictions import OracleDetector, coco_predictions, voc_predictions

@@ -30,13 +30,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
+from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.engine.dist import DistContext, init_distributed
 from sslzoo.errors import SslzooError
 from sslzoo.io import read_yaml
 from sslzoo.models.backbone import STAGE_NAMES, ResNetBackbone, depth_from_state_dict
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 GLOBAL_POOL = "avgpool"
 LAYER_NAMES: tuple[str, ...] = (*STAGE_NAMES, GLOBAL_POOL)
 

@@ -51,7 +51,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from tqdm import tqdm
 
-from sslzoo.benchmarks.features import GLOBAL_POOL, IMAGENET_MEAN, IMAGENET_STD
+from sslzoo.benchmarks.features import GLOBAL_POOL
+from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.engine.dist import DistContext, all_reduce_mean, barrier, init_distributed
 from sslzoo.engine.optim import NORM_LAYERS
 from sslzoo.engine.schedules import LrSchedule, apply_lr

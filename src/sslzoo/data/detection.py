@@ -39,15 +39,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sslzoo.data.constants import VOC_CLASSES
 from sslzoo.data.datasets import load_rgb
 from sslzoo.errors import SslzooError
-
-# detectron2's CLASS_NAMES (pascal_voc.py): the label of a class is its index + 1.
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
 
 Target = dict[str, torch.Tensor]
 

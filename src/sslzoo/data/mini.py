@@ -57,18 +57,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from sslzoo.data.constants import VOC_CLASSES
 from sslzoo.errors import SslzooError
 from sslzoo.io import atomic_write_bytes, write_json
 
 # --------------------------------------------------------------------------------------------
 # Classes and their looks
 # --------------------------------------------------------------------------------------------
-
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from sslzoo.data.constants import IMAGENET_MEAN_PIXELS, IMAGENET_STD_PIXELS, VOC_CLASSES
 from sslzoo.data.datasets import load_rgb
-from sslzoo.data.detection import VOC_CLASSES, read_image_set
+from sslzoo.data.detection import read_image_set
 from sslzoo.errors import SslzooError
 
 IGNORE_INDEX = 255
@@ -148,8 +149,8 @@ class PipelineConfig:
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
     photometric: bool = True
-    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
-    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    mean: tuple[float, float, float] = IMAGENET_MEAN_PIXELS
+    std: tuple[float, float, float] = IMAGENET_STD_PIXELS
 
 
 def rescale_size(height: int, width: int, scale: tuple[float, float]) -> tuple[int, int]:

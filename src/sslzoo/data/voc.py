@@ -24,13 +24,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sslzoo.data.constants import VOC_CLASSES
 from sslzoo.errors import SslzooError
-
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
 
 VOC_TARGETS = (1, -1, 0)
 

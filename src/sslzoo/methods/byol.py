@@ -35,11 +35,9 @@ from torch import nn
 from torchvision import transforms
 
 from sslzoo.config import section_with_defaults
+from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 # views keys -> reference values (configs/selfsup/_base_/datasets/imagenet_byol.py); the
 # two-element lists are (view 1, view 2).

@@ -34,11 +34,9 @@ from torch import nn
 from torchvision import transforms
 
 from sslzoo.config import section_with_defaults
+from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 GRID = 3  # patches per side
 CENTRE = GRID * GRID // 2  # grid index of the centre patch (4)

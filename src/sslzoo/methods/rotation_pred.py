@@ -19,11 +19,10 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
+from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NUM_ROTATIONS = 4
 
 

@@ -234,7 +234,7 @@ def box_features(
     import torch
     import torch.nn.functional as F
 
-    from sslzoo.methods.byol import IMAGENET_MEAN, IMAGENET_STD
+    from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
 
     device = torch.device(device)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(-1, 1, 1)

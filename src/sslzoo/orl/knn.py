@@ -116,7 +116,7 @@ def knn_transform(resize: int, crop: int) -> Any:
     """PIL image -> ``[3, crop, crop]``: Resize(resize) -> CenterCrop(crop) -> ToTensor -> ImageNet mean/std."""
     from torchvision import transforms
 
-    from sslzoo.methods.byol import IMAGENET_MEAN, IMAGENET_STD
+    from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
 
     return transforms.Compose(
         [

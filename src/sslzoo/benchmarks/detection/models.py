@@ -49,6 +49,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from sslzoo.data.constants import IMAGENET_MEAN_PIXELS, IMAGENET_STD_PIXELS
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone, depth_from_state_dict
 
@@ -112,8 +113,8 @@ class InputConfig:
     max_size_train: int = 1333
     min_size_test: int = 800
     max_size_test: int = 1333
-    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
-    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN_PIXELS
+    pixel_std: tuple[float, float, float] = IMAGENET_STD_PIXELS
     flip_prob: float = 0.5
 
 
