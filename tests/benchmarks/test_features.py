@@ -217,7 +217,6 @@ def test_two_processes_give_the_single_process_features(tmp_path: Path) -> None:
 
 
 def test_extract_features_step_writes_the_contract_npz(tmp_path: Path) -> None:
-    pytest.importorskip("sslzoo.data.datasets")
     import argparse
     import json
 

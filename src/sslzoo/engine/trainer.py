@@ -253,7 +253,6 @@ def train(
     if channels_last:
         method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(method, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 autocast needs no loss scaling
 
     start_epoch, iteration = 0, 0
     state = torch.load(latest_path, map_location=device, weights_only=True) if latest_path.exists() else None
@@ -285,7 +284,6 @@ def train(
     if state is not None:
         method.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
         if state.get("world_size") != ctx.world_size:
@@ -384,7 +382,6 @@ def train(
                 {
                     "state_dict": method.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
                     "epoch": epoch + 1,
                     "iteration": iteration,
                     "iters_per_epoch": iters_per_epoch,
