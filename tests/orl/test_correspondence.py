@@ -21,15 +21,13 @@ from sslzoo.orl.correspondence import (
     CorrespondenceProtocol,
     compute_correspondence,
     correspondence_protocol,
-    correspondence_shard,
     crop_boxes,
     encode_images,
     filter_boxes,
-    merge_correspondence,
     plan_chunks,
-    read_correspondence,
     select_pairs,
 )
+from sslzoo.orl.correspondence_files import correspondence_shard, merge_correspondence, read_correspondence
 from tests.orl.test_knn import (
     ORL_CONFIG,
     _one_thread,  # noqa: F401  (autouse fixture)

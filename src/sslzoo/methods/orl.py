@@ -234,7 +234,7 @@ def _as_rows(values: list[Any], width: int, where: str) -> np.ndarray:
 
 def correspondence_arrays(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Correspondence:
     """The flat arrays of a correspondence document already checked by
-    :func:`sslzoo.orl.correspondence.read_correspondence` (ORL's
+    :func:`sslzoo.orl.correspondence_files.read_correspondence` (ORL's
     ``train2017_10nn_instance_correspondence.json`` layout: ``pseudo_annotations`` ``bbox``
     [N][B_i][4], ``knn_image_id`` [N][>= K] manifest rows, ``knn_bbox_pair`` [N][>= K][T][8],
     with ``K = info.knn_image_num``; the first ``K`` neighbours are used, as the reference).
@@ -290,7 +290,7 @@ class ORLDataset(Dataset):
         cfg: Mapping[str, Any],
     ) -> None:
         # imported here: sslzoo.orl imports sslzoo.methods.byol, whose package imports this module
-        from sslzoo.orl.correspondence import read_correspondence
+        from sslzoo.orl.correspondence_files import read_correspondence
 
         manifest = read_manifest(manifest_path)
         self.root = Path(manifest["root"])

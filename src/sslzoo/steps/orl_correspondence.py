@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     from sslzoo.engine.dist import cleanup, init_distributed
-    from sslzoo.orl.correspondence import correspondence_shard
+    from sslzoo.orl.correspondence_files import correspondence_shard
 
     ctx = init_distributed()
     try:

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     from sslzoo.io import write_json
-    from sslzoo.orl.correspondence import merge_correspondence
+    from sslzoo.orl.correspondence_files import merge_correspondence
 
     doc = merge_correspondence(args.config, args.knn, args.shards)
     write_json(args.out, doc, indent=None)
