@@ -5,8 +5,8 @@ the 20 classes with VOC07's per-class image counts, difficult-only images includ
 linear SVM can partly learn: each image mixes the latent directions of the classes it shows
 (difficult ones weakly) with nuisance factors, the latent code is mapped to feature space with a
 decaying spectrum, plus noise, then ReLU - non-negative and correlated like average-pooled
-ResNet features. Both sides then run the same protocols of ``sslzoo.benchmarks.svm`` on the
-same features:
+ResNet features. Both sides then run the same protocols (``sslzoo.benchmarks.svm_voc07``,
+``sslzoo.benchmarks.svm_lowshot``) on the same features:
 
 - ours: ``full_svm_fast`` / ``lowshot_fast`` (one kernel matrix, all classes, folds and costs
   batched, torch threads as configured);
@@ -36,16 +36,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from sslzoo.benchmarks.svm import (
-    LowshotConfig,
-    SvmSettings,
-    VocSplit,
-    full_svm_fast,
-    full_svm_sklearn,
-    lowshot_fast,
-    lowshot_sklearn,
-    summarize_lowshot,
-)
+from sslzoo.benchmarks.svm_lowshot import lowshot_fast, summarize_lowshot
+from sslzoo.benchmarks.svm_protocol import LowshotConfig, SvmSettings, VocSplit
+from sslzoo.benchmarks.svm_sklearn import full_svm_sklearn, lowshot_sklearn
+from sslzoo.benchmarks.svm_voc07 import full_svm_fast
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

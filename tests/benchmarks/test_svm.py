@@ -15,24 +15,20 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 
 from sslzoo import tables
-from sslzoo.benchmarks.svm import (
-    LIBLINEAR_SEED,
+from sslzoo.benchmarks.svm_lowshot import lowshot_fast, summarize_lowshot
+from sslzoo.benchmarks.svm_protocol import (
     LowshotConfig,
     LowshotRun,
     SvmSettings,
     VocSplit,
-    full_svm_fast,
-    full_svm_sklearn,
-    liblinear_states,
     load_lowshot_config,
     load_svm_config,
     load_voc_split,
-    lowshot_fast,
-    lowshot_sklearn,
     sample_lowshot,
     stratified_fold_ids,
-    summarize_lowshot,
 )
+from sslzoo.benchmarks.svm_sklearn import LIBLINEAR_SEED, full_svm_sklearn, liblinear_states, lowshot_sklearn
+from sslzoo.benchmarks.svm_voc07 import full_svm_fast
 from sslzoo.benchmarks.voc_ap import voc_ap
 from sslzoo.errors import SslzooError
 from sslzoo.steps import lowshot_benchmark as lowshot_step

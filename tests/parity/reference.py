@@ -142,7 +142,7 @@ def lowshot_targets(targets: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
     Args:
         targets: our ``[N, C]`` trainval targets.
-        rows: ``[C, m]`` rows drawn for each class (:func:`sslzoo.benchmarks.svm.sample_lowshot`).
+        rows: ``[C, m]`` rows drawn for each class (:func:`sslzoo.benchmarks.svm_protocol.sample_lowshot`).
 
     Returns:
         ``[N, C]`` int32: -1 everywhere (not drawn) but 1 at the drawn present images and 0 at the

@@ -130,7 +130,9 @@ def all_layers() -> None:
     import numpy as np
     import torch
 
-    from sslzoo.benchmarks.svm import SvmSettings, full_svm_fast, full_svm_sklearn, load_voc_split
+    from sslzoo.benchmarks.svm_protocol import SvmSettings, load_voc_split
+    from sslzoo.benchmarks.svm_sklearn import full_svm_sklearn
+    from sslzoo.benchmarks.svm_voc07 import full_svm_fast
     from tests.parity.conftest import make_mini_inputs
     from tests.parity.test_svm import (
         COSTS_LIST,

@@ -6,7 +6,7 @@ The mmselfsup 0.11.0 SVM scripts (tools/benchmarks/classification/svm_voc07/tool
 ``LinearSVC`` no ``random_state``, so LIBLINEAR's coordinate order is drawn from numpy's global
 generator, which they never seed (their ``--random_seed`` is parsed and unused). Seeding it here,
 before the script starts, makes a reference run repeatable and lets ``--solver sklearn`` draw the
-same LIBLINEAR seeds (``sslzoo.benchmarks.svm.liblinear_states``). Nothing else is changed: the
+same LIBLINEAR seeds (``sslzoo.benchmarks.svm_sklearn.liblinear_states``). Nothing else is changed: the
 script runs as ``__main__`` with its own directory first on ``sys.path`` and its own arguments.
 """
 

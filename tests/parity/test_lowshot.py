@@ -1,7 +1,7 @@
-"""Low-shot SVM: ``sslzoo.benchmarks.svm`` against mmselfsup 0.11.0 ``train_svm_low_shot.py``,
+"""Low-shot SVM: ``sslzoo.benchmarks.svm_lowshot`` against mmselfsup 0.11.0 ``train_svm_low_shot.py``,
 ``test_svm_low_shot.py`` and ``aggregate_low_shot_svm_stats.py`` on the same samples.
 
-Our samples (:func:`sslzoo.benchmarks.svm.sample_lowshot`, seeded) are written in the layout of
+Our samples (:func:`sslzoo.benchmarks.svm_protocol.sample_lowshot`, seeded) are written in the layout of
 ``create_voc_low_shot_challenge_samples.py`` (``train_targets_sample{s}_k{k}.npy``: 1 drawn present,
 0 drawn absent, -1 not drawn) and the scripts run as ``eval_svm_lowshot.sh`` runs them, one
 training process per (sample, k). Compared: the test mAP of every (k, cost) aggregated over the
@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sslzoo.benchmarks.svm import load_voc_split, lowshot_benchmark, sample_lowshot
+from sslzoo.benchmarks.svm_lowshot import lowshot_benchmark
+from sslzoo.benchmarks.svm_protocol import load_voc_split, sample_lowshot
 from tests.parity.reference import Recorder, lowshot_targets, reference_targets, run_script, svm_script
 
 COSTS_LIST = "1.0,10.0,100.0"  # eval_svm_lowshot.sh

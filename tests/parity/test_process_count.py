@@ -35,7 +35,7 @@ from sslzoo.benchmarks.detection.models import InputConfig, ModelConfig, build_d
 from sslzoo.benchmarks.features import extract_features
 from sslzoo.benchmarks.knn import knn_classify
 from sslzoo.benchmarks.knn_dist import knn_classify_distributed
-from sslzoo.benchmarks.svm import svm_benchmark
+from sslzoo.benchmarks.svm_voc07 import svm_benchmark
 from sslzoo.data.constants import VOC_CLASSES
 from sslzoo.data.detection import CocoDetection, VocDetection
 from sslzoo.engine.dist import DistContext

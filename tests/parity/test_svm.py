@@ -1,9 +1,9 @@
-"""VOC07 SVM: ``sslzoo.benchmarks.svm`` against mmselfsup 0.11.0 ``train_svm_kfold.py`` + ``test_svm.py``.
+"""VOC07 SVM: ``sslzoo.benchmarks.svm_voc07`` against mmselfsup 0.11.0 ``train_svm_kfold.py`` + ``test_svm.py``.
 
 The reference scripts (tools/benchmarks/classification/svm_voc07/tools/ of the mmselfsup 0.11.0
 wheel, see tests/parity/reference.py) run as processes of their own on ``.npy`` feature and
 target files written as ``eval_svm_full.sh`` reads them (``--costs_list 1.0,10.0,100.0``; the
-scripts add 0.5^4 .. 0.5^19). Our side runs :func:`sslzoo.benchmarks.svm.svm_benchmark` on the
+scripts add 0.5^4 .. 0.5^19). Our side runs :func:`sslzoo.benchmarks.svm_voc07.svm_benchmark` on the
 feature files of the workflow.
 
 - ``--solver sklearn`` must reproduce the scripts exactly: the same cost for every class, the
@@ -27,13 +27,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sslzoo.benchmarks.svm import (
-    FEATURE_LAYERS,
-    LIBLINEAR_SEED,
-    VocSplit,
-    load_voc_split,
-    svm_benchmark,
-)
+from sslzoo.benchmarks.svm_protocol import FEATURE_LAYERS, VocSplit, load_voc_split
+from sslzoo.benchmarks.svm_sklearn import LIBLINEAR_SEED
+from sslzoo.benchmarks.svm_voc07 import svm_benchmark
 from tests.parity.reference import (
     REFERENCE_SEED,
     Recorder,

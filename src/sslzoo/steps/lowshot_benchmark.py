@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from sslzoo.benchmarks.svm import lowshot_benchmark
+    from sslzoo.benchmarks.svm_lowshot import lowshot_benchmark
 
     metrics = lowshot_benchmark(
         args.trainval, args.test, args.config, args.out, seed=args.seed, solver=args.solver

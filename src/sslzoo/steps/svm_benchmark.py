@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from sslzoo.benchmarks.svm import svm_benchmark
+    from sslzoo.benchmarks.svm_voc07 import svm_benchmark
 
     metrics = svm_benchmark(args.trainval, args.test, args.config, args.out, solver=args.solver)
     print(f"{args.out}: best layer {metrics['Best Layer']}, mAP {metrics['SVM']:.2f}")
