@@ -117,7 +117,7 @@ def test_wall_time_is_the_age_of_the_job_process() -> None:
 
 
 def test_training_record_splits_the_total_batch_over_the_processes() -> None:
-    from sslzoo.benchmarks.linear import training_run_record
+    from sslzoo.benchmarks.classifier_loop import training_run_record
 
     record = training_run_record("linear_imagenet.yaml", 8, 256, 3, DistContext(world_size=2))
     assert (record["world_size"], record["per_process_batch"], record["total_batch"]) == (2, 128, 256)

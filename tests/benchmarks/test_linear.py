@@ -17,22 +17,23 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from sslzoo.benchmarks.linear import (
-    DEFAULT_GPUS,
+from sslzoo.benchmarks.classifier_loop import (
     LATEST,
     TRAIN_LOG,
     Accuracy,
-    Lighting,
-    PooledLinearHead,
-    TrainSettings,
-    build_linear_classifier,
     evaluate_classifier,
     fit_classifier,
-    load_linear_config,
     norm_param_groups,
+    topk_hits,
+)
+from sslzoo.benchmarks.classifier_transforms import Lighting
+from sslzoo.benchmarks.heads import PooledLinearHead, build_linear_classifier
+from sslzoo.benchmarks.linear_protocol import (
+    DEFAULT_GPUS,
+    TrainSettings,
+    load_linear_config,
     parse_gpus,
     read_pooling_table,
-    topk_hits,
 )
 from sslzoo.engine.dist import DistContext
 from sslzoo.errors import SslzooError

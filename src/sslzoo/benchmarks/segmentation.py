@@ -408,13 +408,13 @@ class SegmentationConfig:
 def load_segmentation_config(path: str | os.PathLike[str]) -> tuple[SegmentationConfig, dict[str, Any]]:
     """Read and validate ``config/benchmarks/seg_*.yaml``; returns the config and the raw dict.
 
-    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear.parse_gpus`),
+    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear_protocol.parse_gpus`),
     ``dataset`` (voc12aug | cityscapes), ``model`` (:class:`FCNConfig`), ``train``
     (:class:`SegTrainSettings`), ``pipeline`` (:class:`~sslzoo.data.segmentation.PipelineConfig`),
     ``test`` (:class:`EvalSettings`).
     """
     from sslzoo.benchmarks.detection.train import config_section
-    from sslzoo.benchmarks.linear import config_value, parse_gpus, reject_unknown_keys
+    from sslzoo.benchmarks.linear_protocol import config_value, parse_gpus, reject_unknown_keys
     from sslzoo.io import read_yaml
 
     source = str(path)
@@ -463,8 +463,8 @@ def segmentation_benchmark(
     Returns:
         ``{"mIOU": %, "meta": {...}}`` on rank 0, None elsewhere.
     """
+    from sslzoo.benchmarks.classifier_loop import file_digest, training_run_record
     from sslzoo.benchmarks.detection.train import IterationSettings, broadcast_buffers, train_iterations
-    from sslzoo.benchmarks.linear import file_digest, training_run_record
     from sslzoo.checkpoints import load_backbone
     from sslzoo.data import segmentation as seg
     from sslzoo.engine.dist import init_distributed

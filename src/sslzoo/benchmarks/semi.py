@@ -35,24 +35,25 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
-from sslzoo.benchmarks.linear import (
-    EvalTransformConfig,
-    TrainSettings,
-    TrainTransformConfig,
-    build_eval_transform,
-    build_train_transform,
+from sslzoo.benchmarks.classifier_loop import (
     check_same_classes,
-    config_value,
     evaluate_classifier,
     file_digest,
     fit_classifier,
-    init_linear,
+    training_run_record,
+)
+from sslzoo.benchmarks.classifier_transforms import build_eval_transform, build_train_transform
+from sslzoo.benchmarks.heads import init_linear
+from sslzoo.benchmarks.linear_protocol import (
+    EvalTransformConfig,
+    TrainSettings,
+    TrainTransformConfig,
+    config_value,
     parse_eval_transform,
     parse_gpus,
     parse_train_settings,
     parse_train_transform,
     reject_unknown_keys,
-    training_run_record,
 )
 from sslzoo.benchmarks.semi_grid import TOP1, TOP5, setting_label
 from sslzoo.engine.dist import DistContext, init_distributed
@@ -115,12 +116,12 @@ def _positive_numbers(raw: dict[str, Any], key: str, source: str) -> tuple[float
 def load_semi_config(path: str | os.PathLike[str]) -> tuple[SemiConfig, dict[str, Any]]:
     """Read and validate a semi-supervised protocol file.
 
-    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear.parse_gpus`),
+    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear_protocol.parse_gpus`),
     ``split_file`` (standard subset list, relative to the working directory, or null),
     ``fraction`` (of each class, when there is no split file), ``lrs`` and ``head_mults`` (the
     grid the workflow expands into jobs), ``sync_bn``, ``epochs``, ``batch_size`` (total),
     ``workers``, ``optimizer: {momentum, weight_decay, nesterov}``, ``schedule: {steps, gamma}``,
-    ``train_transform``, ``eval_transform`` (as in :mod:`sslzoo.benchmarks.linear`).
+    ``train_transform``, ``eval_transform`` (as in :mod:`sslzoo.benchmarks.linear_protocol`).
     """
     source = str(path)
     raw = read_yaml(path)
@@ -285,7 +286,7 @@ def semi_benchmark(
     ``out_path`` is ``results/benchmarks/{benchmark}/{model}/lr{lr}_head{mult}/metrics.json``:
     ``{"Top-1 (%)", "Top-5 (%)", "meta": {"lr", "head_mult", "setting", "grid_point", ..., "run"}}``
     (``grid_point``: the ``lr{lr}_head{mult}`` folder; ``run``: the run record,
-    :func:`~sslzoo.benchmarks.linear.training_run_record`). Rank 0 writes and returns the
+    :func:`~sslzoo.benchmarks.classifier_loop.training_run_record`). Rank 0 writes and returns the
     metrics, the other processes None.
     """
     from sslzoo.benchmarks.features import load_backbone_model

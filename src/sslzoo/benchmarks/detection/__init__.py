@@ -69,6 +69,7 @@ def detection_benchmark(
     """
     import torch
 
+    from sslzoo.benchmarks.classifier_loop import file_digest, norm_param_groups, training_run_record
     from sslzoo.benchmarks.detection.detectron2_engine import require_detectron2, run_detectron2_benchmark
     from sslzoo.benchmarks.detection.evaluate import (
         coco_metrics,
@@ -84,7 +85,6 @@ def detection_benchmark(
         precise_bn,
         train_iterations,
     )
-    from sslzoo.benchmarks.linear import file_digest, norm_param_groups, training_run_record
     from sslzoo.checkpoints import load_backbone
     from sslzoo.data.detection import CocoDetection, VocDetection, collate_detection
     from sslzoo.engine.dist import DistContext, init_distributed

@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from sslzoo.benchmarks.detection.models import ARCHITECTURES, NORMS, InputConfig, ModelConfig
-from sslzoo.benchmarks.linear import config_value, parse_gpus, reject_unknown_keys
+from sslzoo.benchmarks.linear_protocol import config_value, parse_gpus, reject_unknown_keys
 from sslzoo.engine.dist import DistContext, all_reduce_mean, barrier
 from sslzoo.engine.schedules import LrSchedule
 from sslzoo.engine.trainer import EpochSampler, derived_seed, save_atomic, seed_everything
@@ -172,7 +172,7 @@ def config_section(
 def load_detection_config(path: str | os.PathLike[str]) -> tuple[DetectionConfig, dict[str, Any]]:
     """Read and validate a detection protocol file; returns the config and the raw dict.
 
-    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear.parse_gpus`),
+    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear_protocol.parse_gpus`),
     ``dataset``, ``engine``, ``model``, ``input``, ``solver``, ``test``, ``workers``.
     """
     source = str(path)

@@ -1,0 +1,375 @@
+"""The supervised training and evaluation loop of linear evaluation
+(:mod:`sslzoo.benchmarks.linear`) and semi-supervised fine-tuning (:mod:`sslzoo.benchmarks.semi`),
+and the run bookkeeping that detection and segmentation share.
+
+Training (:func:`fit_classifier`) follows the conventions of :mod:`sslzoo.engine.trainer`:
+torchrun/DDP with the seeded :class:`~sslzoo.engine.trainer.EpochSampler` (``batch_size`` in
+the config is the total over processes), global RNGs reseeded at each epoch start, one JSON
+line per iteration in ``work_dir/train_log.jsonl``, ``work_dir/latest.pth`` written atomically
+after every epoch and resumed from when everything that defines the run (config, seed, backbone
+and manifest contents) is unchanged. The loss is the sum of the cross-entropies of the model's
+outputs (the independent heads of mmselfsup 0.x ``mmselfsup/models/heads/multi_cls_head.py``),
+SGD with step decay per epoch (mmselfsup 0.x ``configs/benchmarks/classification``, PROTOCOLS.md
+"Linear evaluation"). Evaluation (:func:`evaluate_classifier`) splits the images over the
+processes and sums the hit counts, so the top-1 and top-5 accuracy does not depend on the
+process count.
+
+Also here: :func:`norm_param_groups` (the optimizer groups of mmcv's ``norm_decay_mult``),
+:func:`file_digest` (what identifies an input for resuming) and :func:`training_run_record`
+(``meta.run`` of a supervised benchmark run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from sslzoo.benchmarks.linear_protocol import TrainSettings
+from sslzoo.engine.dist import DistContext, all_reduce_mean, barrier
+from sslzoo.engine.optim import NORM_LAYERS
+from sslzoo.engine.schedules import LrSchedule, apply_lr
+from sslzoo.engine.trainer import (
+    EpochSampler,
+    derived_seed,
+    move_to_device,
+    save_atomic,
+    seed_everything,
+)
+from sslzoo.errors import SslzooError
+from sslzoo.run_record import RunRecord, protocol_batch, run_record
+
+LATEST = "latest.pth"
+TRAIN_LOG = "train_log.jsonl"
+
+
+def norm_param_groups(
+    module: nn.Module, lr: float, weight_decay: float, norm_weight_decay: float
+) -> list[dict[str, Any]]:
+    """Trainable parameters of ``module``: norm layers with ``norm_weight_decay`` (mmcv's
+    ``norm_decay_mult``), the rest with ``weight_decay``; empty groups left out."""
+    norm_ids = {
+        id(p) for m in module.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)
+    }
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if id(p) not in norm_ids], "lr": lr, "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) in norm_ids], "lr": lr, "weight_decay": norm_weight_decay},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (identifies a backbone or manifest for resuming)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _say(ctx: DistContext, message: str) -> None:
+    if ctx.is_main:
+        tqdm.write(message, file=sys.stderr)
+
+
+def _truncate_log(log_path: Path, iterations: int) -> None:
+    """Keep the log lines of the first ``iterations`` iterations (a resumed run redoes the rest)."""
+    if not log_path.exists():
+        return
+    kept = []
+    for line in log_path.read_text().splitlines():
+        try:
+            if json.loads(line)["iter"] <= iterations:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            break  # a line cut by a kill: what follows is stale too
+    log_path.write_text("".join(f"{line}\n" for line in kept))
+
+
+def _resume_state(work_dir: Path, fingerprint: dict[str, Any], ctx: DistContext) -> dict[str, Any] | None:
+    """The saved state when it was written for the same run, else None (a stale one is set aside)."""
+    latest, log_path = work_dir / LATEST, work_dir / TRAIN_LOG
+    state = torch.load(latest, map_location="cpu", weights_only=True) if latest.exists() else None
+    if state is None or state.get("fingerprint") == fingerprint:
+        return state
+    old = state.get("fingerprint") or {}
+    changed = sorted(key for key in set(old) | set(fingerprint) if old.get(key) != fingerprint.get(key))
+    barrier(ctx)
+    if ctx.is_main:
+        aside = work_dir / time.strftime("superseded-%Y%m%d-%H%M%S")
+        aside.mkdir(parents=True, exist_ok=True)
+        for path in (latest, log_path):
+            if path.exists():
+                path.replace(aside / path.name)
+        _say(ctx, f"{latest} belongs to another run ({', '.join(changed)} changed): starting from scratch; "
+                  f"the old state is kept in {aside}")  # fmt: skip
+    barrier(ctx)
+    return None
+
+
+def fit_classifier(
+    model: nn.Module,
+    optimizer: Optimizer,
+    train_set: Dataset,
+    settings: TrainSettings,
+    work_dir: str | os.PathLike[str],
+    fingerprint: dict[str, Any],
+    *,
+    seed: int = 0,
+    ctx: DistContext | None = None,
+    state_module: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` with the sum of the cross-entropies of its outputs; resume when possible.
+
+    Args:
+        model: ``forward(images [B, 3, H, W]) -> {name: logits [B, C]}``, already on ``ctx.device``
+            and identical on every process.
+        optimizer: over ``model``'s trainable parameters; each group's ``lr`` is its base lr
+            (recorded as ``initial_lr``), decayed by ``settings.gamma`` at ``settings.steps``.
+        train_set: ``(image tensor, label)`` pairs.
+        settings: epochs, total batch (split evenly over the processes), workers, lr steps.
+        work_dir: ``latest.pth`` (after every epoch) and ``train_log.jsonl`` (every iteration).
+        fingerprint: JSON-able description of the run (config, seed, input digests); a saved
+            state with another fingerprint is set aside instead of resumed.
+        seed: data order and augmentation seed (with the epoch, rank and worker).
+        ctx: this process's place in the process group (default: one CPU process).
+        state_module: the part of ``model`` that is saved (default all; linear evaluation saves
+            the heads only).
+
+    Returns:
+        ``{"epochs", "iterations", "iters_per_epoch", "resumed_from_epoch"}``.
+    """
+    ctx = ctx or DistContext()
+    state_module = state_module or model
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    latest, log_path = work_dir / LATEST, work_dir / TRAIN_LOG
+    if settings.batch_size % ctx.world_size:
+        raise SslzooError(
+            f"batch_size {settings.batch_size} (the total over processes) is not divisible by the "
+            f"{ctx.world_size} processes; change batch_size in the protocol file or the process count"
+        )
+    per_rank = settings.batch_size // ctx.world_size
+    iters_per_epoch = len(EpochSampler(len(train_set), seed, 0, ctx.rank, ctx.world_size)) // per_rank  # type: ignore[arg-type]
+    if iters_per_epoch < 1:
+        raise SslzooError(
+            f"{len(train_set)} training images give no full batch of batch_size {settings.batch_size}; "  # type: ignore[arg-type]
+            "lower batch_size in the protocol file"
+        )
+    schedule = LrSchedule(
+        name="step",
+        epochs=settings.epochs,
+        iters_per_epoch=iters_per_epoch,
+        steps=tuple(float(s) for s in settings.steps),
+        gamma=settings.gamma,
+    )
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    fingerprint = json.loads(json.dumps({**fingerprint, "iters_per_epoch": iters_per_epoch}))
+
+    start_epoch = iteration = 0
+    state = _resume_state(work_dir, fingerprint, ctx)
+    if state is not None:
+        state_module.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
+        _say(ctx, f"resuming from {latest}: epoch {start_epoch}/{settings.epochs}, iteration {iteration}")
+        del state
+    if ctx.is_main:
+        _truncate_log(log_path, iteration)
+    barrier(ctx)
+
+    device = ctx.device
+    runner: nn.Module = model
+    if ctx.distributed:
+        runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    for epoch in range(start_epoch, settings.epochs):
+        epoch_seed = derived_seed(seed, epoch, ctx.rank)
+        seed_everything(epoch_seed)
+        loader = DataLoader(
+            train_set,
+            batch_size=per_rank,
+            sampler=EpochSampler(len(train_set), seed, epoch, ctx.rank, ctx.world_size),  # type: ignore[arg-type]
+            num_workers=settings.workers,
+            drop_last=True,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(epoch_seed),
+        )
+        runner.train()
+        bar = tqdm(
+            total=iters_per_epoch,
+            desc=f"epoch {epoch + 1}/{settings.epochs}",
+            file=sys.stderr,
+            disable=not ctx.is_main,
+            dynamic_ncols=True,
+            leave=False,
+            mininterval=0.5 if sys.stderr.isatty() else 30.0,
+        )
+        tick = time.perf_counter()
+        with open(log_path, "a") if ctx.is_main else nullcontext() as log:
+            for images, labels in loader:
+                lr = apply_lr(optimizer, schedule, iteration)
+                images, labels = move_to_device((images, labels), device)
+                outputs = runner(images)
+                losses = {name: F.cross_entropy(logits, labels) for name, logits in outputs.items()}
+                loss = torch.stack(list(losses.values())).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                iteration += 1
+                names = list(losses)
+                values = torch.stack([loss.detach()] + [losses[n].detach() for n in names]).float()
+                means = all_reduce_mean(values, ctx).tolist()
+                if not math.isfinite(means[0]):
+                    raise SslzooError(
+                        f"loss is {means[0]} at epoch {epoch + 1}, iteration {iteration}; "
+                        "lower optimizer.lr in the protocol file"
+                    )
+                now = time.perf_counter()
+                record = {"epoch": epoch + 1, "iter": iteration, "loss": means[0], "lr": lr,
+                          "time": round(now - tick, 4)}  # fmt: skip
+                if len(names) > 1:
+                    record.update({f"loss.{n}": v for n, v in zip(names, means[1:], strict=True)})
+                tick = now
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{means[0]:.4f}", lr=f"{lr:.3g}")
+        bar.close()
+        if ctx.is_main:
+            save_atomic(
+                {
+                    "state_dict": state_module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "iteration": iteration,
+                    "fingerprint": fingerprint,
+                },
+                latest,
+            )
+            _say(ctx, f"epoch {epoch + 1}/{settings.epochs} done ({iteration} iterations); saved {latest}")
+        barrier(ctx)
+    return {
+        "epochs": settings.epochs,
+        "iterations": iteration,
+        "iters_per_epoch": iters_per_epoch,
+        "resumed_from_epoch": start_epoch,
+    }
+
+
+def training_run_record(
+    config_path: str | os.PathLike[str], gpus: int, total_batch: int, seed: int, ctx: DistContext
+) -> RunRecord:
+    """``meta.run`` of a supervised benchmark run (linear, semi-supervised, detection,
+    segmentation): ``total_batch`` (the protocol's, over all processes) split evenly over this
+    run's ``ctx.world_size`` processes, no accumulation; the protocol's ``gpus`` beside it."""
+    return run_record(
+        world_size=ctx.world_size,
+        per_process_batch=total_batch // ctx.world_size,
+        accumulate=1,
+        seed=seed,
+        device=ctx.device,
+        protocol=protocol_batch(config_path, gpus, total_batch=total_batch),
+    )
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Top-1 and top-5 accuracy (%) of one head."""
+
+    top1: float
+    top5: float
+
+
+def topk_hits(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list[int]:
+    """How many rows have their label among the ``k`` highest logits, per k (k capped at C).
+
+    Args:
+        logits: ``[B, C]``.
+        labels: ``[B]`` class indices.
+    """
+    ranked = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = ranked == labels.view(-1, 1)
+    return [int(hits[:, :k].any(dim=1).sum()) for k in ks]
+
+
+def broadcast_buffers(module: nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's buffers (BN running statistics) to every process."""
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: nn.Module,
+    dataset: Dataset,
+    names: Sequence[str],
+    batch_size: int = 64,
+    workers: int = 2,
+    ctx: DistContext | None = None,
+) -> dict[str, Accuracy]:
+    """Top-1/top-5 accuracy of each output ``names`` of ``model`` on the whole ``dataset``.
+
+    Rank ``r`` classifies images ``r, r + W, ...`` with rank 0's buffers; the hit counts are
+    summed over processes, so every process returns the single-process numbers.
+    """
+    ctx = ctx or DistContext()
+    broadcast_buffers(model, ctx)
+    model.eval()
+    total = len(dataset)  # type: ignore[arg-type]
+    loader = DataLoader(
+        Subset(dataset, range(ctx.rank, total, ctx.world_size)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=ctx.device.type == "cuda",
+    )
+    hits = torch.zeros(len(names), 2, dtype=torch.int64)
+    for images, labels in tqdm(
+        loader, desc="evaluate", file=sys.stderr, disable=not ctx.is_main, leave=False
+    ):
+        outputs = model(images.to(ctx.device, non_blocking=True))
+        labels = labels.to(ctx.device)
+        for row, name in enumerate(names):
+            hits[row] += torch.tensor(topk_hits(outputs[name], labels))
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        hits = hits.to(ctx.device)
+        dist.all_reduce(hits, op=dist.ReduceOp.SUM)
+        hits = hits.cpu()
+    return {
+        name: Accuracy(top1=100.0 * int(hits[row, 0]) / total, top5=100.0 * int(hits[row, 1]) / total)
+        for row, name in enumerate(names)
+    }
+
+
+def check_same_classes(train_set: Any, val_set: Any, train_manifest: Any, val_manifest: Any) -> int:
+    """The class count; the train and val manifests must list the same classes in the same order."""
+    if list(train_set.classes) != list(val_set.classes):
+        raise SslzooError(
+            f"{train_manifest} and {val_manifest}: different class lists ({len(train_set.classes)} vs "
+            f"{len(val_set.classes)} classes); build both manifests from the same dataset"
+        )
+    return len(train_set.classes)
