@@ -7,6 +7,7 @@
 # The rules only wire files together; every job is one `python -m sslzoo <step>` command.
 
 import os
+import sys
 
 from snakemake.utils import min_version
 
@@ -18,6 +19,8 @@ min_version("9.0")
 os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [os.path.join(workflow.basedir, "src"), os.getenv("PYTHONPATH")]))
 )
+# The workflow itself reads the benchmark registry (sslzoo/benchmarks/registry.py, standard library only).
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 # No --configfile (from the command line or the chosen profile): the embedded mini zoo. The
 # profiles/default/ workflow profile is applied on top of any --profile, so it names no config

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sslzoo.benchmarks.registry import SECTIONS
 from sslzoo.errors import SslzooError
 from sslzoo.run_record import protocol_batch, run_record
 from sslzoo.steps import tables as tables_step
 from sslzoo.tables import (
-    SECTIONS,
     format_value,
     markdown_table,
     markdown_to_html,

@@ -23,9 +23,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import pandas as pd  # noqa: E402
 
+from sslzoo.benchmarks.registry import SECTIONS  # noqa: E402
 from sslzoo.errors import SslzooError  # noqa: E402
 from sslzoo.io import read_json  # noqa: E402
-from sslzoo.tables import SECTIONS, parse_metrics_path  # noqa: E402
+from sslzoo.tables import parse_metrics_path  # noqa: E402
 
 K_COLUMN = re.compile(r"^k=(\d+)$")
 SVG_SETTINGS = {"svg.hashsalt": "sslzoo", "svg.fonttype": "none"}

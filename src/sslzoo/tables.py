@@ -4,9 +4,10 @@ Three kinds of page, each its own workflow job: one per method (``{method}.md``:
 method's models, each followed by its reported numbers, and the ``random`` baseline), one per
 benchmark (``benchmarks/{benchmark}.md``: every model) and ``model_zoo.md`` (every model on
 every benchmark); each also as standalone HTML for the Snakemake report. A page has one
-section per benchmark that has at least one metrics file; :data:`SECTIONS` says each section's
-heading, description and columns (the column names of the model-zoo pages, which are also the
-keys of ``metrics.json`` and of a model config's ``reported``). A missing value is shown as "–".
+section per benchmark that has at least one metrics file; the benchmark registry
+(:data:`sslzoo.benchmarks.registry.SECTIONS`) says each section's heading, description and
+columns (the column names of the model-zoo pages, which are also the keys of ``metrics.json``
+and of a model config's ``reported``). A missing value is shown as "–".
 
 A row whose run differs from its protocol in world size or total batch gets a footnote under
 the table (:class:`Footnotes`): the pretraining run (``results/pretrain/{model}/run.json``,
@@ -30,6 +31,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from sslzoo.benchmarks.registry import SECTION_OF, SECTIONS
 from sslzoo.errors import SslzooError
 from sslzoo.io import atomic_write_bytes, read_json
 from sslzoo.run_record import RunRecord, check_record, differs_from_protocol
@@ -39,90 +41,6 @@ RANDOM_MODEL = "random"
 REPORTED_SUFFIX = " (reported)"
 CONFIG_HEADER = "Self-Supervised Config"
 OURS, REPORTED = "ours", "reported"
-
-
-@dataclass(frozen=True)
-class Section:
-    """One benchmark's table: where it goes on the page, what it says, which columns it has."""
-
-    heading: str
-    description: str
-    columns: tuple[str, ...]
-    group: str = "Classification"
-
-
-_FEATURES = ("Feature1", "Feature2", "Feature3", "Feature4", "Feature5", "AvgPool")
-_LINEAR = (
-    "A linear classifier on frozen features. Feature1 - Feature5 are the stem and the four ResNet "
-    "stages average-pooled to a fixed grid (no global pooling), then BN and a linear layer; AvgPool "
-    "is the globally pooled last stage. Top-1 (%)."
-)
-_LOWSHOT_K = ("k=1", "k=2", "k=4", "k=8", "k=16", "k=32", "k=64", "k=96")
-
-# benchmark name (results/benchmarks/{benchmark}/...) -> its section; the page order is this order
-SECTIONS: dict[str, Section] = {
-    "svm_voc07": Section(
-        "VOC SVM",
-        "Linear SVMs on frozen, pooled features of VOC07 trainval, tested on VOC07 test (mAP %). "
-        "The **Best Layer** is the stage whose features score best (feature1 is the stem, "
-        "feature2 - feature5 the four ResNet stages); **SVM** is its mAP.",
-        ("Best Layer", "SVM"),
-    ),
-    "lowshot_voc07": Section(
-        "VOC Low-shot SVM",
-        "The same SVMs trained with k = 1 to 96 positive images per class, on the features of the "
-        "**Best Layer** (mAP %, mean over 5 samples).",
-        ("Best Layer", *_LOWSHOT_K),
-    ),
-    "linear_imagenet": Section("ImageNet Linear Evaluation", _LINEAR, _FEATURES),
-    "linear_places205": Section("Places205 Linear Evaluation", _LINEAR, _FEATURES),
-    "linear_inat18": Section("iNaturalist2018 Linear Evaluation", _LINEAR, _FEATURES),
-    "knn_imagenet": Section(
-        "ImageNet Nearest-Neighbor Classification",
-        "Weighted kNN on the features after global average pooling; k=10 to k=200 is the number "
-        "of nearest neighbours. Top-1 (%).",
-        ("k=10", "k=20", "k=100", "k=200"),
-    ),
-    "semi_in1k_1pct": Section(
-        "ImageNet Semi-Supervised Classification (1% labels)",
-        "The whole network fine-tuned with a linear head on 1% of the ImageNet training labels; "
-        "the best setting of the learning-rate grid.",
-        ("Top-1 (%)", "Top-5 (%)"),
-    ),
-    "semi_in1k_10pct": Section(
-        "ImageNet Semi-Supervised Classification (10% labels)",
-        "The whole network fine-tuned with a linear head on 10% of the ImageNet training labels; "
-        "the best setting of the learning-rate grid.",
-        ("Top-1 (%)", "Top-5 (%)"),
-    ),
-    "det_voc0712": Section(
-        "Pascal VOC 2007 + 2012",
-        "Faster R-CNN R50-C4 fine-tuned on VOC07+12 trainval and tested on VOC07 test (MoCo protocol).",
-        ("AP50", "AP", "AP75"),
-        group="Detection",
-    ),
-    "det_coco": Section(
-        "COCO2017",
-        "Mask R-CNN R50-FPN, 1x schedule, trained on COCO train2017 and tested on val2017.",
-        ("mAP(Box)", "AP50(Box)", "AP75(Box)", "mAP(Mask)", "AP50(Mask)", "AP75(Mask)"),
-        group="Detection",
-    ),
-    "seg_voc12aug": Section(
-        "Pascal VOC 2012 + Aug",
-        "FCN R50-D8 fine-tuned on VOC12 train with the SBD augmented set, mIoU on VOC12 val (MMSegmentation protocol).",
-        ("mIOU",),
-        group="Segmentation",
-    ),
-    "seg_cityscapes": Section(
-        "Cityscapes",
-        "FCN R50-D8 fine-tuned on Cityscapes train (769x769 crops), mIoU on val (MMSegmentation protocol).",
-        ("mIOU",),
-        group="Segmentation",
-    ),
-}
-
-# benchmarks whose metrics fill columns of another benchmark's section (benchmark -> section)
-SECTION_OF: dict[str, str] = {"linear_avgpool_imagenet": "linear_imagenet"}
 
 
 @dataclass(frozen=True)
@@ -139,7 +57,7 @@ def _check_columns(benchmark: str, values: dict[str, Any], source: str) -> dict[
     """``values`` keyed by the section's column names (matched case-insensitively), values checked."""
     if benchmark not in SECTIONS:
         raise SslzooError(
-            f"{source}: benchmark '{benchmark}' has no table section; add it to SECTIONS in sslzoo/tables.py"
+            f"{source}: benchmark '{benchmark}' has no table section; register it in sslzoo/benchmarks/registry.py"
         )
     columns = {column.lower(): column for column in SECTIONS[benchmark].columns}
     out: dict[str, Any] = {}

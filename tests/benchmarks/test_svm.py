@@ -15,6 +15,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 
 from sslzoo import tables
+from sslzoo.benchmarks.registry import SECTIONS
 from sslzoo.benchmarks.svm_lowshot import lowshot_fast, summarize_lowshot
 from sslzoo.benchmarks.svm_protocol import (
     LowshotConfig,
@@ -208,7 +209,7 @@ def test_steps_write_metrics_with_the_table_columns(tmp_path):
     for benchmark, metrics in (("svm_voc07", svm), ("lowshot_voc07", low)):
         values = {key: value for key, value in metrics.items() if key != "meta"}
         assert tables._check_columns(benchmark, values, benchmark) == values
-        assert set(values) <= set(tables.SECTIONS[benchmark].columns)
+        assert set(values) <= set(SECTIONS[benchmark].columns)
 
 
 def test_configs_and_inputs_are_checked(tmp_path):

@@ -215,3 +215,14 @@ def test_unknown_model_names_its_missing_config(workdir: Path) -> None:
     result = snakemake(workdir, "-n", "--configfile", "config/bad.yaml", "--cores", "1")
     assert result.returncode != 0
     assert "config/models/no-such-model_mini.yaml" in result.stdout + result.stderr
+
+
+def test_unregistered_benchmark_names_the_key_and_the_registry(workdir: Path) -> None:
+    cfg = yaml.safe_load((workdir / "config" / "mini.yaml").read_text())
+    cfg["benchmarks"]["knn_places205"] = cfg["benchmarks"]["knn_imagenet"]
+    (workdir / "config" / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake(workdir, "-n", "--configfile", "config/bad.yaml", "--cores", "1")
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "config key 'benchmarks.knn_places205': not a benchmark of sslzoo" in out
+    assert "src/sslzoo/benchmarks/registry.py" in out

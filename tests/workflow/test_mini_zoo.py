@@ -21,7 +21,7 @@ import psutil
 import pytest
 import yaml
 
-from sslzoo.tables import SECTION_OF
+from sslzoo.benchmarks.registry import SECTION_OF
 from tests.workflow.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -8,6 +8,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from sslzoo.benchmarks.registry import BENCHMARKS, of_kind, table_of
+
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
@@ -53,23 +55,6 @@ def _load_model_configs():
     return configs
 
 
-# benchmark -> the datasets it reads (the name fixes them)
-BENCHMARK_DATASETS = {
-    "knn_imagenet": ["imagenet"],
-    "linear_imagenet": ["imagenet"],
-    "linear_avgpool_imagenet": ["imagenet"],
-    "linear_places205": ["places205"],
-    "linear_inat18": ["inat18"],
-    "semi_in1k_1pct": ["imagenet"],
-    "semi_in1k_10pct": ["imagenet"],
-    "svm_voc07": ["voc07"],
-    "lowshot_voc07": ["voc07"],
-    "det_voc0712": ["voc07", "voc12"],
-    "det_coco": ["coco"],
-    "seg_voc12aug": ["voc12"],
-    "seg_cityscapes": ["cityscapes"],
-}
-
 # dataset keys that name folders / files, as in workflow/schemas/config.schema.yaml
 FOLDER_KEYS = ("images", "devkit", "root")
 FILE_KEYS = ("list", "json", "annotations")
@@ -86,14 +71,21 @@ def _dataset_paths(node, key):
 
 
 def _check_files():
-    """Protocol files must exist; real dataset folders must exist before any job runs."""
+    """Benchmarks must be registered, protocol files and real dataset folders must exist before any job runs."""
+    for bench in config["benchmarks"]:
+        if bench not in BENCHMARKS:
+            _fail(
+                f"benchmarks.{bench}",
+                f"not a benchmark of sslzoo; the benchmarks are {', '.join(BENCHMARKS)} "
+                "(registered in src/sslzoo/benchmarks/registry.py)",
+            )
     for key in ["features"]:
         if not os.path.isfile(config[key]):
             _fail(key, f"protocol file {config[key]} does not exist")
     for bench, path in config["benchmarks"].items():
         if not os.path.isfile(path):
             _fail(f"benchmarks.{bench}", f"protocol file {path} does not exist")
-        for dataset in BENCHMARK_DATASETS[bench]:
+        for dataset in BENCHMARKS[bench].datasets:
             if dataset not in config["datasets"]:
                 _fail("datasets", f"benchmark '{bench}' reads dataset '{dataset}', which is not configured")
     for stage, path in config["orl"]["published"].items():
@@ -111,7 +103,8 @@ def _check_files():
             if not is_folder and not os.path.isfile(path):
                 _fail(key, f"file {path} does not exist; point it at your copy of the dataset")
     for bench in config["benchmarks"]:
-        split_file = load_yaml(config["benchmarks"][bench]).get("split_file") if bench.startswith("semi_") else None
+        protocol = config["benchmarks"][bench]
+        split_file = load_yaml(protocol).get("split_file") if BENCHMARKS[bench].kind == "semi" else None
         if split_file and not os.path.isfile(split_file):
             _fail(
                 f"benchmarks.{bench}",
@@ -140,17 +133,16 @@ def _alternatives(names):
 
 
 LIST_DATASETS = [name for name in ("imagenet", "places205") if name in config["datasets"]]
-LINEAR_BENCHMARKS = [name for name in config["benchmarks"] if name.startswith("linear_")]
-SEMI_BENCHMARKS = [name for name in config["benchmarks"] if name.startswith("semi_")]
-DET_BENCHMARKS = [name for name in config["benchmarks"] if name.startswith("det_")]
-SEG_BENCHMARKS = [name for name in config["benchmarks"] if name.startswith("seg_")]
+BENCHMARK_NAMES = list(config["benchmarks"])
+LINEAR_BENCHMARKS = of_kind(BENCHMARK_NAMES, "linear")
+SEMI_BENCHMARKS = of_kind(BENCHMARK_NAMES, "semi")
+DET_BENCHMARKS = of_kind(BENCHMARK_NAMES, "det")
+SEG_BENCHMARKS = of_kind(BENCHMARK_NAMES, "seg")
 
-# benchmarks whose numbers are columns of another benchmark's table (sslzoo.tables.SECTION_OF)
-TABLE_OF = {"linear_avgpool_imagenet": "linear_imagenet"}
-TABLES = list(dict.fromkeys(TABLE_OF.get(name, name) for name in config["benchmarks"]))
+# the benchmark tables (a benchmark's numbers may be columns of another's table)
+TABLES = list(dict.fromkeys(table_of(name) for name in BENCHMARK_NAMES))
 # benchmarks whose table columns are k=N: plotted against k in the report
-K_BENCHMARKS = {"knn_imagenet": "top-1 (%)", "lowshot_voc07": "mAP (%)"}
-K_PLOTS = [name for name in K_BENCHMARKS if name in config["benchmarks"]]
+K_PLOTS = [name for name in BENCHMARK_NAMES if BENCHMARKS[name].k_label]
 
 
 wildcard_constraints:
@@ -310,7 +302,7 @@ def benchmark_manifest(split):
     """Input function: the `split` manifest of the benchmark's dataset."""
 
     def _benchmark_manifest(wildcards):
-        return f"resources/manifests/{BENCHMARK_DATASETS[_benchmark(wildcards)][0]}_{split}.json"
+        return f"resources/manifests/{BENCHMARKS[_benchmark(wildcards)].datasets[0]}_{split}.json"
 
     return _benchmark_manifest
 
@@ -431,7 +423,7 @@ def table_metrics(wildcards):
     return [
         path
         for bench in config["benchmarks"]
-        if TABLE_OF.get(bench, bench) == wildcards.table
+        if table_of(bench) == wildcards.table
         for path in benchmark_results(bench)
     ]
 
@@ -466,7 +458,7 @@ def k_plot_metrics(wildcards):
 
 
 def k_plot_ylabel(wildcards):
-    return K_BENCHMARKS[wildcards.k_benchmark]
+    return BENCHMARKS[wildcards.k_benchmark].k_label
 
 
 def all_tables():
