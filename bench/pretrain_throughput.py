@@ -48,9 +48,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from sslzoo.config import load_model_config
-from sslzoo.engine.dist import DistContext
 from sslzoo.engine.trainer import train
 from sslzoo.methods import METHODS
+from sslzoo.runtime.dist import DistContext
 
 REPO = Path(__file__).resolve().parents[1]
 # One config per method: the mini variants (64 px views and schedules sized for a CPU); the
@@ -309,7 +309,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20, help="timed iterations per run, warm-up included")
     parser.add_argument("--warmup", type=int, default=2, help="iterations left out of the median")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (the best median counts)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per measurement (the best median counts)"
+    )
     parser.add_argument("--pool", type=int, default=64, help="distinct images behind the cycled batches")
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the real pipeline")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")

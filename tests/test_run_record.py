@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslzoo.engine.dist import DistContext
 from sslzoo.errors import SslzooError
 from sslzoo.io import git_revision
 from sslzoo.run_record import (
@@ -24,6 +23,7 @@ from sslzoo.run_record import (
     protocol_batch,
     run_record,
 )
+from sslzoo.runtime.dist import DistContext
 
 
 def test_record_on_cpu_holds_the_versions_device_and_batch_product() -> None:

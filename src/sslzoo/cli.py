@@ -8,7 +8,7 @@ hand with the arguments the rule shows in its log: that is how one job is debugg
 ``python -m sslzoo --nproc-per-node N <step> ...`` is how the rules start the steps that use
 GPUs: with N = 1 the step runs in this process (no torchrun agent, one torch import); with
 N > 1 this process is replaced by ``torchrun --standalone --nproc-per-node N -m sslzoo <step>``,
-whose N workers join one process group (:mod:`sslzoo.engine.dist`).
+whose N workers join one process group (:mod:`sslzoo.runtime.dist`).
 """
 
 from __future__ import annotations

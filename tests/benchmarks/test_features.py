@@ -21,9 +21,9 @@ from sslzoo.benchmarks.features import (
     pool_stages,
 )
 from sslzoo.checkpoints import random_backbone
-from sslzoo.engine.dist import DistContext
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
+from sslzoo.runtime.dist import DistContext
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "benchmarks"
 ALL_LAYERS = ["feature1", "feature2", "feature3", "feature4", "feature5", "avgpool"]

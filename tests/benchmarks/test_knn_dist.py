@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from sslzoo.benchmarks.knn import knn_classify
 from sslzoo.benchmarks.knn_dist import knn_classify_distributed, rank_rows
-from sslzoo.engine.dist import DistContext
+from sslzoo.runtime.dist import DistContext
 
 KS = (1, 5, 20, 60)
 # (test rows, chunk size): several blocks with a short last one; fewer blocks than processes

@@ -35,9 +35,9 @@ from sslzoo.benchmarks.linear_protocol import (
     parse_gpus,
     read_pooling_table,
 )
-from sslzoo.engine.dist import DistContext
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
+from sslzoo.runtime.dist import DistContext
 from tests.benchmarks.protocols import reference_gpus_and_batch
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "benchmarks"

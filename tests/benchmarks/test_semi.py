@@ -20,9 +20,9 @@ from sslzoo.benchmarks.semi import (
     split_file_subset,
 )
 from sslzoo.benchmarks.semi_grid import select_best
-from sslzoo.engine.schedules import LrSchedule, apply_lr
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
+from sslzoo.runtime.schedules import LrSchedule, apply_lr
 from tests.benchmarks.protocols import reference_gpus_and_batch
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "benchmarks"

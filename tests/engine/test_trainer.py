@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from sslzoo.engine.dist import cleanup, init_distributed
-from sslzoo.engine.trainer import LATEST, TRAIN_LOG, EpochSampler, move_to_device, train
+from sslzoo.engine.trainer import LATEST, TRAIN_LOG, train
 from sslzoo.run_record import differs_from_protocol
+from sslzoo.runtime.dist import cleanup, init_distributed
 
 
 class Killed(Exception):
@@ -239,25 +239,6 @@ def test_accumulating_two_half_batches_equals_one_full_batch(tmp_path: Path) -> 
     assert [r["loss"] for r in log_halves] == pytest.approx([r["loss"] for r in log_whole], rel=1e-5)
     untouched = TinyMethod(init_seed=1, bn=False)
     assert not torch.allclose(untouched.head.weight, halves.head.weight)
-
-
-def test_two_ranks_read_the_samples_of_one_double_batch() -> None:
-    single = list(EpochSampler(10, seed=4, epoch=3))
-    rank0 = list(EpochSampler(10, seed=4, epoch=3, rank=0, world_size=2))
-    rank1 = list(EpochSampler(10, seed=4, epoch=3, rank=1, world_size=2))
-    assert sorted(rank0[:2] + rank1[:2]) == sorted(single[:4])
-    assert sorted(rank0 + rank1) == list(range(10))
-    assert single != list(EpochSampler(10, seed=4, epoch=4))
-
-
-def test_move_to_device_makes_image_batches_channels_last() -> None:
-    batch = {"images": torch.randn(2, 3, 5, 5), "stacks": (torch.randn(2, 4, 3, 5, 5), 7)}
-    moved = move_to_device(batch, torch.device("cpu"), channels_last=True)
-    assert moved["images"].is_contiguous(memory_format=torch.channels_last)
-    assert not moved["images"].is_contiguous()
-    assert torch.equal(moved["images"], batch["images"])
-    assert isinstance(moved["stacks"], tuple) and moved["stacks"][1] == 7
-    assert moved["stacks"][0].is_contiguous()  # only 4-D tensors change layout
 
 
 def _ddp_worker(rank: int, port: int, out_dir: str) -> None:

@@ -14,7 +14,6 @@ from torchvision.transforms import functional as TF
 
 from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.data.datasets import load_rgb
-from sslzoo.engine.dist import DistContext
 from sslzoo.errors import SslzooError
 from sslzoo.io import write_json
 from sslzoo.orl.correspondence import (
@@ -28,6 +27,7 @@ from sslzoo.orl.correspondence import (
     select_pairs,
 )
 from sslzoo.orl.correspondence_files import correspondence_shard, merge_correspondence, read_correspondence
+from sslzoo.runtime.dist import DistContext
 from tests.orl.test_knn import (
     ORL_CONFIG,
     _one_thread,  # noqa: F401  (autouse fixture)

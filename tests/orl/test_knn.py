@@ -17,7 +17,6 @@ from PIL import Image
 
 from sslzoo.data.datasets import ManifestDataset
 from sslzoo.data.manifest import write_manifest
-from sslzoo.engine.dist import DistContext
 from sslzoo.errors import SslzooError
 from sslzoo.io import write_json
 from sslzoo.methods.byol import BYOL
@@ -33,6 +32,7 @@ from sslzoo.orl.knn import (
     projection_features,
     read_knn,
 )
+from sslzoo.runtime.dist import DistContext
 
 # The BYOL keys of config/models/byol_resnet18_mini.yaml that BYOL.from_config reads, MLPs shrunk.
 STAGE1_CONFIG: dict[str, Any] = {

@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from sslzoo.engine.optim import build_optimizer
 from sslzoo.methods.byol import BYOL, cosine_momentum
+from sslzoo.runtime.optim import build_optimizer
 from tests.parity.reference import Recorder, import_side
 
 LIGHTLY = "lightly==1.6.0"

@@ -38,7 +38,7 @@ from sslzoo.benchmarks.knn_dist import knn_classify_distributed
 from sslzoo.benchmarks.svm_voc07 import svm_benchmark
 from sslzoo.data.constants import VOC_CLASSES
 from sslzoo.data.detection import CocoDetection, VocDetection
-from sslzoo.engine.dist import DistContext
+from sslzoo.runtime.dist import DistContext
 from tests.parity.conftest import FEATURES_CONFIG
 from tests.parity.predictions import OracleDetector, coco_predictions, voc_predictions
 from tests.parity.reference import Recorder

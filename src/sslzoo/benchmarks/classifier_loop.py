@@ -3,7 +3,7 @@
 and the run bookkeeping that detection and segmentation share.
 
 Training (:func:`fit_classifier`) follows the conventions of :mod:`sslzoo.engine.trainer`:
-torchrun/DDP with the seeded :class:`~sslzoo.engine.trainer.EpochSampler` (``batch_size`` in
+torchrun/DDP with the seeded :class:`~sslzoo.runtime.seeding.EpochSampler` (``batch_size`` in
 the config is the total over processes), global RNGs reseeded at each epoch start, one JSON
 line per iteration in ``work_dir/train_log.jsonl``, ``work_dir/latest.pth`` written atomically
 after every epoch and resumed from when everything that defines the run (config, seed, backbone
@@ -42,18 +42,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sslzoo.benchmarks.linear_protocol import TrainSettings
-from sslzoo.engine.dist import DistContext, all_reduce_mean, barrier
-from sslzoo.engine.optim import NORM_LAYERS
-from sslzoo.engine.schedules import LrSchedule, apply_lr
-from sslzoo.engine.trainer import (
-    EpochSampler,
-    derived_seed,
-    move_to_device,
-    save_atomic,
-    seed_everything,
-)
 from sslzoo.errors import SslzooError
 from sslzoo.run_record import RunRecord, protocol_batch, run_record
+from sslzoo.runtime.checkpoint import save_atomic
+from sslzoo.runtime.device import move_to_device
+from sslzoo.runtime.dist import DistContext, all_reduce_mean, barrier
+from sslzoo.runtime.optim import NORM_LAYERS
+from sslzoo.runtime.schedules import LrSchedule, apply_lr
+from sslzoo.runtime.seeding import EpochSampler, derived_seed, seed_everything
 
 LATEST = "latest.pth"
 TRAIN_LOG = "train_log.jsonl"

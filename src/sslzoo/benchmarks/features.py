@@ -31,10 +31,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
 from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
-from sslzoo.engine.dist import DistContext, init_distributed
 from sslzoo.errors import SslzooError
 from sslzoo.io import read_yaml
 from sslzoo.models.backbone import STAGE_NAMES, ResNetBackbone, depth_from_state_dict
+from sslzoo.runtime.dist import DistContext, init_distributed
 
 GLOBAL_POOL = "avgpool"
 LAYER_NAMES: tuple[str, ...] = (*STAGE_NAMES, GLOBAL_POOL)

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch
 
 from sslzoo.benchmarks.knn import KnnResult, knn_classify
-from sslzoo.engine.dist import DistContext
 from sslzoo.errors import SslzooError
+from sslzoo.runtime.dist import DistContext
 
 
 def rank_rows(num_rows: int, chunk_size: int, rank: int, world_size: int) -> torch.Tensor:

@@ -45,8 +45,8 @@ from sslzoo.benchmarks.classifier_loop import (
 from sslzoo.benchmarks.classifier_transforms import build_eval_transform, build_train_transform
 from sslzoo.benchmarks.heads import build_linear_classifier
 from sslzoo.benchmarks.linear_protocol import LAYER_COLUMNS, load_linear_config
-from sslzoo.engine.dist import DistContext, init_distributed
 from sslzoo.io import git_revision, write_json
+from sslzoo.runtime.dist import DistContext, init_distributed
 
 
 def linear_benchmark(

@@ -62,9 +62,9 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from tqdm import tqdm
 
 from sslzoo.data.segmentation import IGNORE_INDEX, PipelineConfig
-from sslzoo.engine.dist import DistContext, all_gather_object
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
+from sslzoo.runtime.dist import DistContext, all_gather_object
 
 DATASETS = ("voc12aug", "cityscapes")
 
@@ -467,8 +467,8 @@ def segmentation_benchmark(
     from sslzoo.benchmarks.detection.train import IterationSettings, broadcast_buffers, train_iterations
     from sslzoo.checkpoints import load_backbone
     from sslzoo.data import segmentation as seg
-    from sslzoo.engine.dist import init_distributed
     from sslzoo.io import git_revision, write_json
+    from sslzoo.runtime.dist import init_distributed
 
     cfg, raw = load_segmentation_config(config_path)
     if cfg.dataset == "voc12aug":

@@ -56,10 +56,10 @@ from sslzoo.benchmarks.linear_protocol import (
     reject_unknown_keys,
 )
 from sslzoo.benchmarks.semi_grid import TOP1, TOP5, setting_label
-from sslzoo.engine.dist import DistContext, init_distributed
 from sslzoo.errors import SslzooError
 from sslzoo.io import git_revision, read_yaml, write_json
 from sslzoo.models.backbone import ResNetBackbone
+from sslzoo.runtime.dist import DistContext, init_distributed
 
 HEAD = "head"
 

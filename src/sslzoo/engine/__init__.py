@@ -1,5 +1,6 @@
-"""The training engine: process groups (dist), optimisers (optim), lr schedules (schedules) and
-the one pretraining loop with checkpoint/resume (trainer).
+"""The pretraining engine: the one pretraining loop with checkpoint/resume (trainer).
 
-Import the submodules directly, e.g. ``from sslzoo.engine.trainer import train``.
+What it shares with the benchmarks (process groups, seeding and samplers, atomic state files,
+optimisers, lr schedules) is in :mod:`sslzoo.runtime`. Import the submodules directly, e.g.
+``from sslzoo.engine.trainer import train``.
 """

@@ -1,12 +1,12 @@
 """The one pretraining loop: DDP, gradient accumulation, bf16 autocast, lr schedule, checkpoint/resume.
 
 Reproducibility: the sample order of an epoch depends only on ``(seed, epoch)``
-(:class:`EpochSampler`), and the augmentation randomness only on ``(seed, epoch, rank, worker)``
-(the global RNGs are reseeded at every epoch start and each DataLoader gets a generator seeded
-from the same tuple, from which torch seeds its workers). A run killed at any point and resumed
-from ``work_dir/latest.pth`` (written atomically at the end of every epoch) therefore gives the
-same weights as an uninterrupted one (bit-identical on CPU; on GPU up to non-deterministic
-kernels).
+(:class:`~sslzoo.runtime.seeding.EpochSampler`), and the augmentation randomness only on
+``(seed, epoch, rank, worker)`` (the global RNGs are reseeded at every epoch start and each
+DataLoader gets a generator seeded from the same tuple, from which torch seeds its workers). A
+run killed at any point and resumed from ``work_dir/latest.pth`` (written atomically at the end
+of every epoch) therefore gives the same weights as an uninterrupted one (bit-identical on CPU;
+on GPU up to non-deterministic kernels).
 
 One *iteration* is one optimizer step over ``accumulate`` micro-batches of ``batch_size``
 samples per process; the lr schedule, ``train_log.jsonl`` and ``after_step(progress)`` count
@@ -19,130 +19,32 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sslzoo.engine.dist import DistContext, all_reduce_mean, barrier, cleanup, init_distributed
-from sslzoo.engine.optim import build_optimizer
-from sslzoo.engine.schedules import apply_lr, build_schedule
 from sslzoo.errors import SslzooError
 from sslzoo.io import atomic_write_bytes, git_revision, write_json
 from sslzoo.run_record import protocol_batch, run_record
+from sslzoo.runtime.checkpoint import save_atomic
+from sslzoo.runtime.device import move_to_device
+from sslzoo.runtime.dist import DistContext, all_reduce_mean, barrier, cleanup, init_distributed
+from sslzoo.runtime.optim import build_optimizer
+from sslzoo.runtime.schedules import apply_lr, build_schedule
+from sslzoo.runtime.seeding import EpochSampler, derived_seed, rng_state, seed_everything, set_rng_state
 
 LATEST = "latest.pth"
 TRAIN_LOG = "train_log.jsonl"
 # Config keys that do not change training: a checkpoint written under other values still resumes.
 _NOT_TRAINING_KEYS = ("title", "reported")
-
-
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed mixed from integers (numpy SeedSequence), e.g. ``(seed, epoch, rank)``."""
-    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's (CPU and CUDA) global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class EpochSampler(Sampler[int]):
-    """The indices one process reads in one epoch.
-
-    A permutation of ``range(size)`` seeded by ``(seed, epoch)`` only, padded by wrapping to a
-    multiple of ``world_size``, of which rank ``r`` takes positions ``r, r + world_size, ...``
-    (the layout of ``torch.utils.data.DistributedSampler``). The first ``k * world_size``
-    positions of the permutation are thus the first ``k`` samples of every rank together: a
-    world of 2 with batch ``b`` reads the same samples per step as one process with batch ``2b``.
-    """
-
-    def __init__(self, size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> None:
-        self.size, self.seed, self.epoch, self.rank, self.world_size = size, seed, epoch, rank, world_size
-        self.per_rank = math.ceil(size / world_size)
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
-        order = torch.randperm(self.size, generator=generator).tolist()
-        padded = self.per_rank * self.world_size
-        order += order[: padded - len(order)]
-        return iter(order[self.rank : padded : self.world_size])
-
-    def __len__(self) -> int:
-        return self.per_rank
-
-
-def move_to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
-    """``batch`` (tensors nested in lists, tuples, dicts) on ``device``; 4-D tensors in
-    channels-last memory format when asked."""
-    if isinstance(batch, torch.Tensor):
-        batch = batch.to(device, non_blocking=True)
-        if channels_last and batch.dim() == 4:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        return batch
-    if isinstance(batch, Mapping):
-        return {key: move_to_device(value, device, channels_last) for key, value in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(value, device, channels_last) for value in batch)
-    return batch
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file in the same folder and a rename: a kill mid-write
-    leaves the previous file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def rng_state() -> dict[str, Any]:
-    """The global generators' states in a form ``torch.load(weights_only=True)`` accepts."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": (
-            np_name,
-            torch.from_numpy(np_keys.astype(np.int64)),
-            int(np_pos),
-            int(np_has_gauss),
-            float(np_gauss),
-        ),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` saved."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
-    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _training_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -447,7 +349,7 @@ def pretrain_from_files(
     has that hook (ORL stage 3 reads ``correspondence``, its stage-2 file), else
     ``ManifestDataset(manifest_path, method.views(cfg))``; a ``correspondence`` given to a method
     without the hook is refused. Joins the torchrun process group when launched under torchrun
-    (see :func:`sslzoo.engine.dist.init_distributed`) and leaves it at the end.
+    (see :func:`sslzoo.runtime.dist.init_distributed`) and leaves it at the end.
     """
     from sslzoo.config import load_model_config
     from sslzoo.data.datasets import ManifestDataset

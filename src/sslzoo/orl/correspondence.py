@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # torch stays out of `python -m sslzoo <step> --help`
     from PIL import Image
     from torch import nn
 
-    from sslzoo.engine.dist import DistContext
+    from sslzoo.runtime.dist import DistContext
 
 CORRESPONDENCE_KEYS: dict[str, Any] = {
     "min_size": 96,
@@ -419,7 +419,7 @@ def compute_correspondence(
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from sslzoo.engine.dist import DistContext
+    from sslzoo.runtime.dist import DistContext
 
     ctx = ctx or DistContext()
     chunks = plan_chunks(rows, knn_rows, k, max_cached_images)

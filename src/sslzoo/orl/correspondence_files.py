@@ -32,7 +32,7 @@ from sslzoo.orl.correspondence import compute_correspondence, correspondence_pro
 from sslzoo.orl.knn import as_manifest, check_images, knn_protocol, pseudo_annotations, read_knn
 
 if TYPE_CHECKING:
-    from sslzoo.engine.dist import DistContext
+    from sslzoo.runtime.dist import DistContext
 
 
 def _knn_rows_for(doc: Mapping[str, Any], k: int, path: str | os.PathLike[str]) -> list[list[int]]:
@@ -69,10 +69,10 @@ def correspondence_shard(
 
     from sslzoo.config import load_model_config
     from sslzoo.data.manifest import read_manifest
-    from sslzoo.engine.dist import init_distributed
     from sslzoo.io import write_json
     from sslzoo.orl.knn import load_stage1
     from sslzoo.orl.proposals import read_proposals_for_manifest, shard_rows
+    from sslzoo.runtime.dist import init_distributed
 
     ctx = ctx or init_distributed()
     cfg = load_model_config(config)

@@ -49,8 +49,8 @@ from sslzoo.io import read_json
 if TYPE_CHECKING:  # torch stays out of `python -m sslzoo <step> --help`
     import torch
 
-    from sslzoo.engine.dist import DistContext
     from sslzoo.methods.byol import BYOL
+    from sslzoo.runtime.dist import DistContext
 
 KNN_KEYS: dict[str, Any] = {"k": 10, "resize": 256, "crop": 224, "batch_size": 256}
 
@@ -148,7 +148,7 @@ def projection_features(
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
-    from sslzoo.engine.dist import DistContext
+    from sslzoo.runtime.dist import DistContext
 
     ctx = ctx or DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(ctx.device).eval()
@@ -413,8 +413,8 @@ def build_knn(
     """
     from sslzoo.config import load_model_config
     from sslzoo.data.datasets import ManifestDataset
-    from sslzoo.engine.dist import init_distributed
     from sslzoo.io import write_json
+    from sslzoo.runtime.dist import init_distributed
 
     ctx = ctx or init_distributed()
     protocol = knn_protocol(load_model_config(config), str(config))

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     from sslzoo.benchmarks.detection import detection_benchmark
-    from sslzoo.engine.dist import cleanup
+    from sslzoo.runtime.dist import cleanup
 
     try:
         detection_benchmark(

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     from sslzoo.benchmarks.linear import linear_benchmark
-    from sslzoo.engine.dist import cleanup, init_distributed
+    from sslzoo.runtime.dist import cleanup, init_distributed
 
     ctx = init_distributed()
     try:

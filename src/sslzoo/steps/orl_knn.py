@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from sslzoo.engine.dist import cleanup, init_distributed
     from sslzoo.orl.knn import build_knn
+    from sslzoo.runtime.dist import cleanup, init_distributed
 
     ctx = init_distributed()
     try:

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     from sslzoo.benchmarks.segmentation import segmentation_benchmark
-    from sslzoo.engine.dist import cleanup
+    from sslzoo.runtime.dist import cleanup
 
     try:
         segmentation_benchmark(

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     from sslzoo.benchmarks.semi import semi_benchmark
-    from sslzoo.engine.dist import cleanup, init_distributed
+    from sslzoo.runtime.dist import cleanup, init_distributed
 
     ctx = init_distributed()
     try:

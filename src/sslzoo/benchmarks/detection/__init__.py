@@ -62,7 +62,7 @@ def detection_benchmark(
         coco_images_train, coco_ann_train, coco_images_val, coco_ann_val: COCO image folders and
             ``instances_*.json`` files (dataset ``coco``).
         seed: data order, augmentation and head initialisation.
-        ctx: a :class:`~sslzoo.engine.dist.DistContext` (default: from the torchrun environment).
+        ctx: a :class:`~sslzoo.runtime.dist.DistContext` (default: from the torchrun environment).
 
     Returns:
         The metrics on rank 0, None on the other processes.
@@ -87,9 +87,9 @@ def detection_benchmark(
     )
     from sslzoo.checkpoints import load_backbone
     from sslzoo.data.detection import CocoDetection, VocDetection, collate_detection
-    from sslzoo.engine.dist import DistContext, init_distributed
-    from sslzoo.engine.trainer import move_to_device
     from sslzoo.io import git_revision, write_json
+    from sslzoo.runtime.device import move_to_device
+    from sslzoo.runtime.dist import DistContext, init_distributed
 
     config_path = str(config_path)
     cfg, raw = load_detection_config(config_path)

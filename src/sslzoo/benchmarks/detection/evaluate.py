@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sslzoo.data.detection import VocAnnotation, collate_detection
-from sslzoo.engine.dist import DistContext, all_gather_object
+from sslzoo.runtime.dist import DistContext, all_gather_object
 
 VOC_IOU_THRESHOLDS: tuple[int, ...] = tuple(range(50, 100, 5))  # percent
 Prediction = dict[str, Any]  # boxes [K, 4] float (0-based xyxy), scores [K], labels [K] (1..C), masks (RLEs)

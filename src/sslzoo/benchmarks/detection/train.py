@@ -14,7 +14,7 @@ momentum; norm-layer parameters use ``weight_decay_norm`` (detectron2 ``WEIGHT_D
 **Loop** (:func:`train_iterations`), iteration-based like detectron2's ``SimpleTrainer`` and
 mmcv's ``IterBasedRunner``: ``batch_size`` is the total over the torchrun processes. The sample
 stream (:class:`IterationSampler`) is the epoch permutations of
-:class:`~sslzoo.engine.trainer.EpochSampler` laid end to end, so iteration i reads the same
+:class:`~sslzoo.runtime.seeding.EpochSampler` laid end to end, so iteration i reads the same
 images whatever happened before, and each sample carries its own augmentation seed; the
 global generators are reseeded from ``(seed, iteration, rank)`` before every step (multi-scale
 choice, RPN/RoI sampling, dropout). ``work_dir/latest.pth`` (model, optimizer, iteration,
@@ -51,11 +51,12 @@ from tqdm import tqdm
 
 from sslzoo.benchmarks.detection.models import ARCHITECTURES, NORMS, InputConfig, ModelConfig
 from sslzoo.benchmarks.linear_protocol import config_value, parse_gpus, reject_unknown_keys
-from sslzoo.engine.dist import DistContext, all_reduce_mean, barrier
-from sslzoo.engine.schedules import LrSchedule
-from sslzoo.engine.trainer import EpochSampler, derived_seed, save_atomic, seed_everything
 from sslzoo.errors import SslzooError
 from sslzoo.io import read_yaml
+from sslzoo.runtime.checkpoint import save_atomic
+from sslzoo.runtime.dist import DistContext, all_reduce_mean, barrier
+from sslzoo.runtime.schedules import LrSchedule
+from sslzoo.runtime.seeding import EpochSampler, derived_seed, seed_everything
 
 LATEST = "latest.pth"
 TRAIN_LOG = "train_log.jsonl"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from sslzoo.engine.optim import LARS, build_optimizer, build_param_groups
 from sslzoo.errors import SslzooError
+from sslzoo.runtime.optim import LARS, build_optimizer, build_param_groups
 
 
 def make_cfg(name: str = "lars", exclude: bool = True, **opt: float) -> dict:

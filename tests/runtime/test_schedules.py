@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sslzoo.engine.schedules import LrSchedule, apply_lr, build_schedule
+from sslzoo.runtime.schedules import LrSchedule, apply_lr, build_schedule
 
 
 def warm(regular: float, i: int, warmup_iters: int, ratio: float) -> float:

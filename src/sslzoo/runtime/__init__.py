@@ -1,0 +1,16 @@
+"""The runtime layer: what every training job shares, pretraining (:mod:`sslzoo.engine`) and the
+benchmarks (:mod:`sslzoo.benchmarks`, :mod:`sslzoo.orl`) alike. It imports neither of them.
+
+- :mod:`~sslzoo.runtime.dist`: process groups under torchrun (gloo on CPU, nccl on GPU, one
+  plain process otherwise) and the collectives (barrier, mean all-reduce, tensor and object gathers);
+- :mod:`~sslzoo.runtime.seeding`: derived seeds, seeding the global generators, their state
+  for resuming, and :class:`~sslzoo.runtime.seeding.EpochSampler` (an epoch's sample order from
+  ``(seed, epoch)`` alone, split over the ranks);
+- :mod:`~sslzoo.runtime.checkpoint`: atomic state files (``torch.save`` through a temporary file
+  and a rename);
+- :mod:`~sslzoo.runtime.device`: batches (tensors nested in lists, tuples, dicts) to the device;
+- :mod:`~sslzoo.runtime.optim`: SGD and LARS with per-group weight decay and norm/bias exclusion;
+- :mod:`~sslzoo.runtime.schedules`: per-iteration lr schedules (mmcv's ``LrUpdaterHook``).
+
+Import the submodules directly, e.g. ``from sslzoo.runtime.dist import init_distributed``.
+"""
