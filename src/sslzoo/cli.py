@@ -22,6 +22,7 @@ from types import ModuleType
 from sslzoo.errors import SslzooError
 from sslzoo.steps import (
     coco_manifest,
+    compare_results,
     detection_benchmark,
     extract_backbone,
     extract_features,
@@ -74,6 +75,7 @@ STEPS: dict[str, ModuleType] = {
     "tables": tables,
     "plot-loss": plot_loss,
     "plot-k": plot_k,
+    "compare-results": compare_results,
 }
 
 
