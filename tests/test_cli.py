@@ -101,6 +101,10 @@ def test_several_processes_exec_torchrun(
         "b.npz",
         "--config",
         "k.yaml",
+        "--benchmark",
+        "knn_imagenet",
+        "--model",
+        "random",
         "--out",
         "m.json",
     ]
@@ -133,8 +137,17 @@ def test_a_torchrun_worker_never_launches_again(tmp_path, monkeypatch: pytest.Mo
 
 
 def test_nproc_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(["--nproc-per-node", "0", "knn", "--train", "a", "--test", "b", "--config", "c", "--out", "d"])
-        == 2
-    )
+    knn = ["knn", "--train", "a", "--test", "b", "--config", "c", "--benchmark", "knn_imagenet"]
+    assert main(["--nproc-per-node", "0", *knn, "--model", "m", "--out", "d"]) == 2
     assert "--nproc-per-node must be >= 1" in capsys.readouterr().err
+
+
+def test_an_unregistered_benchmark_is_refused_with_the_known_ones(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.json"
+    argv = ["knn", "--train", "a", "--test", "b", "--config", "c", "--benchmark", "knn_imagnet"]
+    assert main([*argv, "--model", "m", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "sslzoo knn: error: --benchmark: 'knn_imagnet' is not a benchmark of sslzoo" in err
+    assert "'knn_imagenet'" in err and not out.exists()

@@ -557,7 +557,16 @@ def test_detectron2_engine_without_detectron2_is_a_clear_error(tmp_path, r18):
     voc = tmp_path / "VOC2007"
     voc.mkdir()
     with pytest.raises(SslzooError, match="detectron2 is not installed.*engine: torchvision"):
-        detection_benchmark(r18[0], config, tmp_path / "w", tmp_path / "m.json", voc07=voc, voc12=voc)
+        detection_benchmark(
+            r18[0],
+            config,
+            tmp_path / "w",
+            tmp_path / "m.json",
+            benchmark_name="det_voc0712",
+            model_name="random",
+            voc07=voc,
+            voc12=voc,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,6 +606,8 @@ def test_voc_benchmark_end_to_end_and_rerun(tmp_path, r18):
     args = argparse.Namespace(
         backbone=str(r18[0]),
         config=str(config),
+        benchmark="det_voc0712",
+        model="random",
         work_dir=str(tmp_path / "work"),
         out=str(out),
         seed=0,
@@ -628,7 +639,15 @@ def test_voc_benchmark_end_to_end_and_rerun(tmp_path, r18):
     assert again["meta"]["resumed_from_iteration"] == 2
     assert (again["AP50"], again["AP"]) == (metrics["AP50"], metrics["AP"])
     with pytest.raises(SslzooError, match="--voc12"):
-        detection_benchmark(r18[0], config, tmp_path / "work", out, voc07=voc07)
+        detection_benchmark(
+            r18[0],
+            config,
+            tmp_path / "work",
+            out,
+            benchmark_name="det_voc0712",
+            model_name="random",
+            voc07=voc07,
+        )
 
 
 def test_coco_benchmark_end_to_end(tmp_path, r18):
@@ -647,6 +666,8 @@ def test_coco_benchmark_end_to_end(tmp_path, r18):
         config,
         tmp_path / "work",
         out,
+        benchmark_name="det_coco",
+        model_name="random",
         coco_images_train=data.image_dir,
         coco_ann_train=ann,
         coco_images_val=data.image_dir,

@@ -125,6 +125,10 @@ def test_knn_step_writes_metrics_with_meta(tmp_path: Path) -> None:
                 str(tmp_path / "val.npz"),
                 "--config",
                 str(CONFIG_DIR / "knn_mini.yaml"),
+                "--benchmark",
+                "knn_imagenet",
+                "--model",
+                "my-model",
                 "--out",
                 str(out),
             ]
@@ -156,4 +160,11 @@ def test_missing_layer_names_the_file(tmp_path: Path) -> None:
     from sslzoo.benchmarks.knn import knn_benchmark
 
     with pytest.raises(SslzooError, match=r"f.npz: no layer 'avgpool'"):
-        knn_benchmark(tmp_path / "f.npz", tmp_path / "f.npz", config, tmp_path / "m.json")
+        knn_benchmark(
+            tmp_path / "f.npz",
+            tmp_path / "f.npz",
+            config,
+            tmp_path / "m.json",
+            benchmark_name="knn_imagenet",
+            model_name="m",
+        )

@@ -408,7 +408,8 @@ def test_step_writes_the_metrics_of_both_protocols(tmp_path: Path) -> None:
         config.write_text(TINY_CONFIG.format(layers=json.dumps(layers)))
         out = tmp_path / "results" / name / "random" / "metrics.json"
         argv = ["--backbone", str(tmp_path / "backbone.pth"), "--train-manifest", str(train), "--val-manifest",
-                str(val), "--config", str(config), "--work-dir", str(out.parent / "work"), "--out", str(out)]  # fmt: skip
+                str(val), "--config", str(config), "--benchmark", name, "--model", "random",
+                "--work-dir", str(out.parent / "work"), "--out", str(out)]  # fmt: skip
         step.main(parser.parse_args(argv))
         results[name] = json.loads(out.read_text())
         first_log = (out.parent / "work" / TRAIN_LOG).read_text()

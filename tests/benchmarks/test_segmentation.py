@@ -222,6 +222,8 @@ def test_voc12aug_end_to_end_and_rerun(tmp_path):
     args = argparse.Namespace(
         backbone=str(backbone),
         config=str(_tiny_config(tmp_path, "seg_voc12aug_mini")),
+        benchmark="seg_voc12aug",
+        model="random",
         work_dir=str(tmp_path / "work"),
         out=str(out),
         seed=0,
@@ -274,7 +276,13 @@ def test_cityscapes_end_to_end_with_sliding_windows(tmp_path):
     from sslzoo.benchmarks.segmentation import segmentation_benchmark
 
     metrics = segmentation_benchmark(
-        backbone, _tiny_config(tmp_path, "seg_cityscapes_mini"), tmp_path / "work", out, cityscapes=root
+        backbone,
+        _tiny_config(tmp_path, "seg_cityscapes_mini"),
+        tmp_path / "work",
+        out,
+        benchmark_name="seg_cityscapes",
+        model_name="random",
+        cityscapes=root,
     )
     assert metrics is not None and 0.0 <= metrics["mIOU"] <= 100.0
     iou = metrics["meta"]["IoU"]

@@ -102,7 +102,11 @@ def test_select_best_keeps_the_best_top1_and_its_setting(tmp_path: Path) -> None
     out = tmp_path / "semi_in1k_1pct" / "byol" / "metrics.json"
     parser = argparse.ArgumentParser()
     step.add_arguments(parser)
-    step.main(parser.parse_args(["--runs", *map(str, runs), "--out", str(out)]))
+    step.main(
+        parser.parse_args(
+            ["--runs", *map(str, runs), "--benchmark", "semi_in1k_1pct", "--model", "byol", "--out", str(out)]
+        )
+    )
     best = json.loads(out.read_text())
     assert (best["Top-1 (%)"], best["Top-5 (%)"]) == (52.5, 76.0)  # a tie on top-1 goes to top-5
     assert best["meta"]["setting"] == "lr 0.001 head x100" and best["meta"]["model"] == "byol"
@@ -114,15 +118,19 @@ def test_select_best_keeps_the_best_top1_and_its_setting(tmp_path: Path) -> None
     assert [run["setting"] for run in best["meta"]["runs"]] == [
         "lr 0.1 head x1", "lr 0.01 head x10", "lr 0.001 head x100", "lr 0.01 head x1",
     ]  # fmt: skip
-    assert select_best(runs[:2], tmp_path / "m" / "metrics.json")["meta"]["setting"] == "lr 0.01 head x10"
+    names = {"benchmark_name": "semi_in1k_1pct", "model_name": "byol"}
+    assert (
+        select_best(runs[:2], tmp_path / "m" / "metrics.json", **names)["meta"]["setting"]
+        == "lr 0.01 head x10"
+    )
 
     bad = tmp_path / "bad" / "metrics.json"
     bad.parent.mkdir()
     bad.write_text(json.dumps({"Top-1 (%)": 1.0, "meta": {"lr": 0.1, "head_mult": 1}}))
     with pytest.raises(SslzooError, match=r"'Top-5 \(%\)' must be a number"):
-        select_best([runs[0], bad], out)
+        select_best([runs[0], bad], out, **names)
     with pytest.raises(SslzooError, match="two runs with the setting 'lr 0.1 head x1'"):
-        select_best([runs[0], runs[0]], out)
+        select_best([runs[0], runs[0]], out, **names)
 
 
 def test_protocol_gpus_are_the_reference_process_counts_and_bad_ones_are_named(tmp_path: Path) -> None:
@@ -184,7 +192,8 @@ def test_step_fine_tunes_and_writes_the_run_metrics(tmp_path: Path) -> None:
     step.add_arguments(parser)
     step.main(parser.parse_args([
         "--backbone", str(tmp_path / "backbone.pth"), "--train-manifest", str(tmp_path / "train.json"),
-        "--val-manifest", str(tmp_path / "val.json"), "--config", str(config), "--lr", "0.1",
+        "--val-manifest", str(tmp_path / "val.json"), "--config", str(config),
+        "--benchmark", "semi_in1k_1pct", "--model", "random", "--grid-point", "lr0.1_head10", "--lr", "0.1",
         "--head-mult", "10", "--work-dir", str(out.parent / "work"), "--out", str(out),
     ]))  # fmt: skip
     metrics = json.loads(out.read_text())

@@ -172,8 +172,8 @@ def test_steps_write_metrics_with_the_table_columns(tmp_path):
     svm_out = tmp_path / "svm_voc07" / "model_a" / "metrics.json"
     low_out = tmp_path / "lowshot_voc07" / "model_a" / "metrics.json"
     for module, config, out, extra in (
-        (svm_step, "svm.yaml", svm_out, []),
-        (lowshot_step, "lowshot.yaml", low_out, ["--seed", "3"]),
+        (svm_step, "svm.yaml", svm_out, ["--benchmark", "svm_voc07"]),
+        (lowshot_step, "lowshot.yaml", low_out, ["--benchmark", "lowshot_voc07", "--seed", "3"]),
     ):
         parser = argparse.ArgumentParser()
         module.add_arguments(parser)
@@ -185,6 +185,8 @@ def test_steps_write_metrics_with_the_table_columns(tmp_path):
                 str(tmp_path / "test.npz"),
                 "--config",
                 str(tmp_path / config),
+                "--model",
+                "model_a",
                 "--out",
                 str(out),
                 *extra,

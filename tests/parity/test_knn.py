@@ -33,7 +33,7 @@ def test_knn_top1_and_top5_equal_the_reference_for_every_k(
     config.write_text(f"layer: avgpool\nks: {list(KS)}\ntemperature: {TEMPERATURE}\n")
     metrics = knn_benchmark(
         mini.features["imagenet_train"], mini.features["imagenet_val"], config,
-        tmp_path / "knn_imagenet" / "random" / "metrics.json",
+        tmp_path / "knn_imagenet" / "random" / "metrics.json", benchmark_name="knn_imagenet", model_name="random",
     )  # fmt: skip
     for result in ours:
         top1, top5 = knn_classifier(train_x, train_y, test_x, test_y, result.k, TEMPERATURE, num_classes)

@@ -108,6 +108,7 @@ def test_lowshot_mini_voc07(mini: Any, tmp_path: Path, record: Recorder) -> None
         solver: lowshot_benchmark(
             mini.features["voc07_trainval"], mini.features["voc07_test"], config,
             tmp_path / "lowshot_voc07" / solver / "metrics.json", seed=SEED, solver=solver, device="cpu", jobs=1,
+            benchmark_name="lowshot_voc07", model_name=solver,
         )["meta"]["k"]
         for solver in ("sklearn", "fast")
     }  # fmt: skip

@@ -169,7 +169,8 @@ def test_one_and_three_processes_give_the_same_numbers(mini: Any, tmp_path: Path
     config.write_text("{}\n")
     svm = {
         label: svm_benchmark(directory / "voc07_trainval.npz", directory / "voc07_test.npz", config,
-                             tmp_path / label / "svm_voc07" / "random" / "metrics.json", device="cpu")
+                             tmp_path / label / "svm_voc07" / "random" / "metrics.json", device="cpu",
+                             benchmark_name="svm_voc07", model_name="random")
         for label, directory in (("one", single_dir), ("three", multi_dir))
     }  # fmt: skip
     layers = svm["one"]["meta"]["layers"]

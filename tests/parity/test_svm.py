@@ -162,7 +162,17 @@ def finish_reference(process: Any, paths: dict[str, Path], output: Path, costs_l
 
 def ours(train_path: Path, test_path: Path, config: Path, out: Path, solver: str) -> dict[str, Any]:
     """svm_benchmark's metrics.json, one process for ``sklearn``."""
-    return svm_benchmark(train_path, test_path, config, out, solver=solver, device="cpu", jobs=1)
+    return svm_benchmark(
+        train_path,
+        test_path,
+        config,
+        out,
+        solver=solver,
+        device="cpu",
+        jobs=1,
+        benchmark_name="svm_voc07",
+        model_name=solver,
+    )
 
 
 def check_sklearn_is_exact(mine: dict[str, Any], reference: dict[str, Any], classes: list[str]) -> None:

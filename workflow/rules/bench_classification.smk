@@ -50,7 +50,7 @@ rule knn:
         runtime=res("knn", "runtime"),
     shell:
         "python -m sslzoo knn --train {input.train} --test {input.test} --config {input.protocol}"
-        " --out {output} > {log} 2>&1"
+        " --benchmark knn_imagenet --model {wildcards.model} --out {output} > {log} 2>&1"
 
 
 rule linear:
@@ -81,7 +81,8 @@ rule linear:
     shell:
         "python -m sslzoo --nproc-per-node {resources.gpu} linear --backbone {input.backbone}"
         " --train-manifest {input.train} --val-manifest {input.val} --config {input.protocol}"
-        " --work-dir {params.work_dir} --seed {params.seed} --out {output} > {log} 2>&1"
+        " --benchmark {wildcards.linear} --model {wildcards.model} --work-dir {params.work_dir}"
+        " --seed {params.seed} --out {output} > {log} 2>&1"
 
 
 rule semi:
@@ -112,8 +113,9 @@ rule semi:
     shell:
         "python -m sslzoo --nproc-per-node {resources.gpu} semi --backbone {input.backbone}"
         " --train-manifest {input.train} --val-manifest {input.val} --config {input.protocol}"
-        " --lr {wildcards.lr} --head-mult {wildcards.mult} --work-dir {params.work_dir}"
-        " --seed {params.seed} --out {output} > {log} 2>&1"
+        " --benchmark {wildcards.semi} --model {wildcards.model}"
+        " --grid-point lr{wildcards.lr}_head{wildcards.mult} --lr {wildcards.lr} --head-mult {wildcards.mult}"
+        " --work-dir {params.work_dir} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
 rule semi_select:
@@ -132,7 +134,8 @@ rule semi_select:
         mem_mb=res("tables", "mem_mb"),
         runtime=res("tables", "runtime"),
     shell:
-        "python -m sslzoo semi-select --runs {input} --out {output} > {log} 2>&1"
+        "python -m sslzoo semi-select --runs {input} --benchmark {wildcards.semi} --model {wildcards.model}"
+        " --out {output} > {log} 2>&1"
 
 
 rule svm:
@@ -156,7 +159,7 @@ rule svm:
         runtime=res("svm", "runtime"),
     shell:
         "python -m sslzoo svm --trainval {input.trainval} --test {input.test} --config {input.protocol}"
-        " --out {output} > {log} 2>&1"
+        " --benchmark svm_voc07 --model {wildcards.model} --out {output} > {log} 2>&1"
 
 
 rule lowshot:
@@ -181,4 +184,5 @@ rule lowshot:
         runtime=res("svm", "runtime"),
     shell:
         "python -m sslzoo lowshot --trainval {input.trainval} --test {input.test} --config {input.protocol}"
-        " --seed {params.seed} --out {output} > {log} 2>&1"
+        " --benchmark lowshot_voc07 --model {wildcards.model} --seed {params.seed}"
+        " --out {output} > {log} 2>&1"

@@ -29,8 +29,8 @@ rule detection:
         runtime=res("detection", "runtime"),
     shell:
         "python -m sslzoo --nproc-per-node {resources.gpu} detection --backbone {input.backbone}"
-        " --config {input.protocol} {params.data} --work-dir {params.work_dir} --seed {params.seed}"
-        " --out {output} > {log} 2>&1"
+        " --config {input.protocol} --benchmark {wildcards.det} --model {wildcards.model} {params.data}"
+        " --work-dir {params.work_dir} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
 rule segmentation:
@@ -59,5 +59,5 @@ rule segmentation:
         runtime=res("segmentation", "runtime"),
     shell:
         "python -m sslzoo --nproc-per-node {resources.gpu} segmentation --backbone {input.backbone}"
-        " --config {input.protocol} {params.data} --work-dir {params.work_dir} --seed {params.seed}"
-        " --out {output} > {log} 2>&1"
+        " --config {input.protocol} --benchmark {wildcards.seg} --model {wildcards.model} {params.data}"
+        " --work-dir {params.work_dir} --seed {params.seed} --out {output} > {log} 2>&1"

@@ -209,13 +209,17 @@ def knn_benchmark(
     test_path: str | os.PathLike[str],
     config_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
+    *,
+    benchmark_name: str,
+    model_name: str,
 ) -> dict[str, Any]:
     """Run kNN on two feature files and write ``results/benchmarks/{benchmark}/{model}/metrics.json``.
 
-    The benchmark and model names are the two directories above ``out_path``. The file holds
-    ``"k=10"``.. (top-1 %) and ``meta`` with the top-5 accuracies, the config, the inputs and
-    the run record ``run`` (:mod:`sslzoo.run_record`; its batch fields are null: the feature
-    files do not record the batch they were extracted with, and nothing is trained here).
+    ``benchmark_name`` (a benchmark of :mod:`sslzoo.benchmarks.registry`) and ``model_name`` are
+    the names ``meta`` records. The file holds ``"k=10"``.. (top-1 %) and ``meta`` with the top-5
+    accuracies, the config, the inputs and the run record ``run`` (:mod:`sslzoo.run_record`; its
+    batch fields are null: the feature files do not record the batch they were extracted with,
+    and nothing is trained here).
     """
     config, raw_config = load_knn_config(config_path)
     train_x, train_y, train_classes = _load_split(train_path, config.layer)
@@ -243,8 +247,8 @@ def knn_benchmark(
     out_path = Path(out_path)
     metrics: dict[str, Any] = {f"k={result.k}": result.top1 for result in results}
     metrics["meta"] = {
-        "benchmark": out_path.parent.parent.name,
-        "model": out_path.parent.name,
+        "benchmark": benchmark_name,
+        "model": model_name,
         "config": raw_config,
         "config_path": str(config_path),
         "git_rev": git_revision(),

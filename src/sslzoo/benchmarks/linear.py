@@ -58,13 +58,17 @@ def linear_benchmark(
     out_path: str | os.PathLike[str],
     seed: int = 0,
     ctx: DistContext | None = None,
+    *,
+    benchmark_name: str,
+    model_name: str,
 ) -> dict[str, Any] | None:
     """Train the linear heads of ``config_path`` on a frozen backbone and write metrics.json.
 
     ``results/benchmarks/{benchmark}/{model}/metrics.json``: ``{"Feature1": top-1 %, ...}`` (or
-    ``{"AvgPool": ...}``) and ``meta`` with the top-5 accuracies, the config and the inputs. The
-    benchmark and model names are the two directories above ``out_path``. Under torchrun every
-    process trains its share of each batch; rank 0 writes and returns the metrics, the others None.
+    ``{"AvgPool": ...}``) and ``meta`` with the top-5 accuracies, the config and the inputs.
+    ``benchmark_name`` (a benchmark of :mod:`sslzoo.benchmarks.registry`) and ``model_name`` are
+    the names ``meta`` records. Under torchrun every process trains its share of each batch; rank
+    0 writes and returns the metrics, the others None.
     """
     from sslzoo.benchmarks.features import load_backbone_model
     from sslzoo.data.datasets import ManifestDataset
@@ -115,8 +119,8 @@ def linear_benchmark(
     out_path = Path(out_path)
     metrics: dict[str, Any] = {LAYER_COLUMNS[layer]: accuracy[layer].top1 for layer in config.layers}
     metrics["meta"] = {
-        "benchmark": out_path.parent.parent.name,
-        "model": out_path.parent.name,
+        "benchmark": benchmark_name,
+        "model": model_name,
         "config": raw_config,
         "config_path": str(config_path),
         "git_rev": git_revision(),

@@ -447,6 +447,8 @@ def segmentation_benchmark(
     work_dir: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
     *,
+    benchmark_name: str,
+    model_name: str,
     voc12: str | os.PathLike[str] | None = None,
     cityscapes: str | os.PathLike[str] | None = None,
     seed: int = 0,
@@ -455,6 +457,9 @@ def segmentation_benchmark(
     """Fine-tune FCN from ``backbone_path`` with protocol ``config_path``; write metrics.json.
 
     Args:
+        benchmark_name: the benchmark ``meta`` records (a benchmark of
+            :mod:`sslzoo.benchmarks.registry`).
+        model_name: the model ``meta`` records.
         voc12: ``VOCdevkit/VOC2012`` with ``SegmentationClassAug`` and ``trainaug.txt``
             (dataset ``voc12aug``: train on trainaug, test on val).
         cityscapes: the Cityscapes root with ``leftImg8bit`` and ``gtFine`` (train / val).
@@ -526,8 +531,8 @@ def segmentation_benchmark(
     result = {
         "mIOU": scores["mIoU"],
         "meta": {
-            "benchmark": out_path.parent.parent.name,
-            "model": out_path.parent.name,
+            "benchmark": benchmark_name,
+            "model": model_name,
             "config": raw,
             "config_path": str(config_path),
             "git_rev": git_revision(),

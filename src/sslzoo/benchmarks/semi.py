@@ -280,14 +280,19 @@ def semi_benchmark(
     out_path: str | os.PathLike[str],
     seed: int = 0,
     ctx: DistContext | None = None,
+    *,
+    benchmark_name: str,
+    model_name: str,
+    grid_point: str,
 ) -> dict[str, Any] | None:
     """Fine-tune at one grid point and write its metrics.json.
 
     ``out_path`` is ``results/benchmarks/{benchmark}/{model}/lr{lr}_head{mult}/metrics.json``:
     ``{"Top-1 (%)", "Top-5 (%)", "meta": {"lr", "head_mult", "setting", "grid_point", ..., "run"}}``
-    (``grid_point``: the ``lr{lr}_head{mult}`` folder; ``run``: the run record,
-    :func:`~sslzoo.benchmarks.classifier_loop.training_run_record`). Rank 0 writes and returns the
-    metrics, the other processes None.
+    (``run``: the run record, :func:`~sslzoo.benchmarks.classifier_loop.training_run_record`).
+    ``benchmark_name`` (a benchmark of :mod:`sslzoo.benchmarks.registry`), ``model_name`` and
+    ``grid_point`` (the ``lr{lr}_head{mult}`` folder) are the names ``meta`` records. Rank 0
+    writes and returns the metrics, the other processes None.
     """
     from sslzoo.benchmarks.features import load_backbone_model
     from sslzoo.data.datasets import ManifestDataset
@@ -343,9 +348,9 @@ def semi_benchmark(
         TOP1: accuracy.top1,
         TOP5: accuracy.top5,
         "meta": {
-            "benchmark": out_path.parent.parent.parent.name,
-            "model": out_path.parent.parent.name,
-            "grid_point": out_path.parent.name,
+            "benchmark": benchmark_name,
+            "model": model_name,
+            "grid_point": grid_point,
             "lr": lr,
             "head_mult": head_mult,
             "setting": setting_label(lr, head_mult),

@@ -25,14 +25,19 @@ def setting_label(lr: float, head_mult: float) -> str:
 
 
 def select_best(
-    run_paths: Sequence[str | os.PathLike[str]], out_path: str | os.PathLike[str]
+    run_paths: Sequence[str | os.PathLike[str]],
+    out_path: str | os.PathLike[str],
+    *,
+    benchmark_name: str,
+    model_name: str,
 ) -> dict[str, Any]:
     """Keep the grid point with the best top-1 (then top-5, then the first given) and write it.
 
     ``out_path`` (``results/benchmarks/{benchmark}/{model}/metrics.json``) gets the best run's
     ``Top-1 (%)`` and ``Top-5 (%)`` with ``meta.setting`` (``lr 0.01 head x10``), the best run's
     meta (its ``meta.run`` record: how the selected numbers were trained) and every run's
-    numbers under ``meta.runs``.
+    numbers under ``meta.runs``; ``meta.benchmark`` and ``meta.model`` are ``benchmark_name`` (a
+    benchmark of :mod:`sslzoo.benchmarks.registry`) and ``model_name``.
     """
     if not run_paths:
         raise SslzooError("semi-select: no run metrics given (--runs)")
@@ -74,8 +79,8 @@ def select_best(
     meta = {key: value for key, value in best["meta"].items() if key != "grid_point"}
     meta.update(
         {
-            "benchmark": out_path.parent.parent.name,
-            "model": out_path.parent.name,
+            "benchmark": benchmark_name,
+            "model": model_name,
             "setting": best["setting"],
             "selected_from": best["path"],
             "runs": [

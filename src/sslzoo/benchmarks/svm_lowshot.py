@@ -208,11 +208,15 @@ def lowshot_benchmark(
     solver: str = "fast",
     device: str | None = None,
     jobs: int | None = None,
+    *,
+    benchmark_name: str,
+    model_name: str,
 ) -> dict[str, Any]:
     """Run the low-shot SVM on the configured layer and write ``metrics.json``.
 
     The file holds ``"Best Layer"`` (the layer used) and ``"k=<k>"``: the mean test mAP (%) over
-    the samples with the reference's cost choice; ``meta`` has min/max/std, the chosen cost, every
+    the samples with the reference's cost choice; ``meta`` has ``benchmark_name`` (a benchmark of
+    :mod:`sslzoo.benchmarks.registry`) and ``model_name``, min/max/std, the chosen cost, every
     (sample, cost) mAP and the cross-validated choice beside it.
     """
     if solver not in SOLVERS:
@@ -232,7 +236,8 @@ def lowshot_benchmark(
     metrics.update({key: summary["reference"]["mean"] for key, summary in summaries.items()})
     metrics["meta"] = {
         **_meta(
-            out_path,
+            benchmark_name,
+            model_name,
             config_path,
             raw,
             train_path,

@@ -412,7 +412,8 @@ def json_ready(value: Any) -> Any:
 
 
 def _meta(
-    out_path: Path,
+    benchmark_name: str,
+    model_name: str,
     config_path: Any,
     raw: dict[str, Any],
     train_path: Any,
@@ -420,13 +421,14 @@ def _meta(
     seed: int | None = None,
     device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """The ``meta`` entries every SVM metrics file has, with the run record ``run``
-    (:mod:`sslzoo.run_record`): one process; batch fields null (the feature files do not
-    record the batch they were extracted with, and the SVMs see every row at once); ``seed``
-    the low-shot sampling seed (None for the full SVM, which draws nothing)."""
+    """The ``meta`` entries every SVM metrics file has: the benchmark and model names, the
+    config and inputs, and the run record ``run`` (:mod:`sslzoo.run_record`): one process; batch
+    fields null (the feature files do not record the batch they were extracted with, and the SVMs
+    see every row at once); ``seed`` the low-shot sampling seed (None for the full SVM, which
+    draws nothing)."""
     return {
-        "benchmark": out_path.parent.parent.name,
-        "model": out_path.parent.name,
+        "benchmark": benchmark_name,
+        "model": model_name,
         "config": raw,
         "config_path": str(config_path),
         "git_rev": git_revision(),

@@ -139,11 +139,15 @@ def svm_benchmark(
     solver: str = "fast",
     device: str | None = None,
     jobs: int | None = None,
+    *,
+    benchmark_name: str,
+    model_name: str,
 ) -> dict[str, Any]:
     """Run the full VOC07 SVM on every configured layer and write ``metrics.json``.
 
     The file holds ``"Best Layer"`` (the layer with the best test mAP) and ``"SVM"`` (its mAP, %)
-    and, under ``meta``, every layer's mAP, per-class AP, chosen cost and CV APs.
+    and, under ``meta``, ``benchmark_name`` (a benchmark of :mod:`sslzoo.benchmarks.registry`) and
+    ``model_name``, and every layer's mAP, per-class AP, chosen cost and CV APs.
     """
     if solver not in SOLVERS:
         raise SslzooError(f"unknown solver {solver!r}; choose one of {list(SOLVERS)}")
@@ -170,7 +174,8 @@ def svm_benchmark(
     metrics: dict[str, Any] = {"Best Layer": best, "SVM": per_layer[best].mean_ap}
     metrics["meta"] = {
         **_meta(
-            out_path,
+            benchmark_name,
+            model_name,
             config_path,
             raw,
             train_path,

@@ -22,6 +22,14 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", required=True, help="backbone file (results/backbones/{model}.pth)")
     parser.add_argument("--config", required=True, help="protocol (config/benchmarks/det_*.yaml)")
+    parser.add_argument(
+        "--benchmark",
+        required=True,
+        help="the benchmark, recorded in meta: one of sslzoo/benchmarks/registry.py (det_voc0712, det_coco)",
+    )
+    parser.add_argument(
+        "--model", required=True, help="the model, recorded in meta (config/models/{model}.yaml)"
+    )
     parser.add_argument("--work-dir", required=True, help="resume state and logs (kept between reruns)")
     parser.add_argument(
         "--out", required=True, help="metrics.json (results/benchmarks/{benchmark}/{model}/metrics.json)"
@@ -44,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from sslzoo.benchmarks.registry import benchmark
+
+    benchmark(args.benchmark, "--benchmark")  # a registered name, checked before the heavy imports
+
     from sslzoo.benchmarks.detection import detection_benchmark
     from sslzoo.runtime.dist import cleanup
 
@@ -53,6 +65,8 @@ def main(args: argparse.Namespace) -> None:
             args.config,
             args.work_dir,
             args.out,
+            benchmark_name=args.benchmark,
+            model_name=args.model,
             voc07=args.voc07,
             voc12=args.voc12,
             coco_images_train=args.coco_images_train,

@@ -21,6 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", required=True, help="protocol (config/benchmarks/linear_*.yaml)")
     parser.add_argument(
+        "--benchmark",
+        required=True,
+        help="the benchmark, recorded in meta: one of sslzoo/benchmarks/registry.py (linear_imagenet, ...)",
+    )
+    parser.add_argument(
+        "--model", required=True, help="the model, recorded in meta (config/models/{model}.yaml)"
+    )
+    parser.add_argument(
         "--work-dir", required=True, help="resume state and train_log.jsonl (kept between reruns)"
     )
     parser.add_argument(
@@ -32,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from sslzoo.benchmarks.registry import benchmark
+
+    benchmark(args.benchmark, "--benchmark")  # a registered name, checked before the heavy imports
+
     from sslzoo.benchmarks.linear import linear_benchmark
     from sslzoo.runtime.dist import cleanup, init_distributed
 
@@ -46,6 +58,8 @@ def main(args: argparse.Namespace) -> None:
             args.out,
             seed=args.seed,
             ctx=ctx,
+            benchmark_name=args.benchmark,
+            model_name=args.model,
         )
     finally:
         cleanup()

@@ -22,6 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", required=True, help="low-shot config (config/benchmarks/lowshot_voc07*.yaml)"
     )
+    parser.add_argument(
+        "--benchmark",
+        required=True,
+        help="the benchmark, recorded in meta: one of sslzoo/benchmarks/registry.py (lowshot_voc07)",
+    )
+    parser.add_argument(
+        "--model", required=True, help="the model, recorded in meta (config/models/{model}.yaml)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the low-shot samples (default 0)")
     parser.add_argument(
         "--out", required=True, help="metrics.json (results/benchmarks/lowshot_voc07/{model}/metrics.json)"
@@ -35,10 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from sslzoo.benchmarks.registry import benchmark
+
+    benchmark(args.benchmark, "--benchmark")  # a registered name, checked before the heavy imports
+
     from sslzoo.benchmarks.svm_lowshot import lowshot_benchmark
 
     metrics = lowshot_benchmark(
-        args.trainval, args.test, args.config, args.out, seed=args.seed, solver=args.solver
+        args.trainval,
+        args.test,
+        args.config,
+        args.out,
+        seed=args.seed,
+        solver=args.solver,
+        benchmark_name=args.benchmark,
+        model_name=args.model,
     )
     shots = ", ".join(f"{key} {value:.2f}" for key, value in metrics.items() if key.startswith("k="))
     print(f"{args.out}: {metrics['Best Layer']}: {shots}")

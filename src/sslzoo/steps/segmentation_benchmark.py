@@ -20,6 +20,14 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", required=True, help="backbone file (results/backbones/{model}.pth)")
     parser.add_argument("--config", required=True, help="protocol (config/benchmarks/seg_*.yaml)")
+    parser.add_argument(
+        "--benchmark",
+        required=True,
+        help="the benchmark, recorded in meta: one of sslzoo/benchmarks/registry.py (seg_voc12aug, seg_cityscapes)",
+    )
+    parser.add_argument(
+        "--model", required=True, help="the model, recorded in meta (config/models/{model}.yaml)"
+    )
     parser.add_argument("--work-dir", required=True, help="resume state and logs (kept between reruns)")
     parser.add_argument(
         "--out", required=True, help="metrics.json (results/benchmarks/{benchmark}/{model}/metrics.json)"
@@ -34,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from sslzoo.benchmarks.registry import benchmark
+
+    benchmark(args.benchmark, "--benchmark")  # a registered name, checked before the heavy imports
+
     from sslzoo.benchmarks.segmentation import segmentation_benchmark
     from sslzoo.runtime.dist import cleanup
 
@@ -43,6 +55,8 @@ def main(args: argparse.Namespace) -> None:
             args.config,
             args.work_dir,
             args.out,
+            benchmark_name=args.benchmark,
+            model_name=args.model,
             voc12=args.voc12,
             cityscapes=args.cityscapes,
             seed=args.seed,

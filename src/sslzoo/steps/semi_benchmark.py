@@ -21,6 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", required=True, help="protocol (config/benchmarks/semi_in1k_*.yaml)")
     parser.add_argument(
+        "--benchmark",
+        required=True,
+        help="the benchmark, recorded in meta: one of sslzoo/benchmarks/registry.py (semi_in1k_1pct, ...)",
+    )
+    parser.add_argument(
+        "--model", required=True, help="the model, recorded in meta (config/models/{model}.yaml)"
+    )
+    parser.add_argument(
+        "--grid-point", required=True, help="the grid point (lr{X}_head{Y} folder), recorded in meta"
+    )
+    parser.add_argument(
         "--lr", type=float, required=True, help="backbone learning rate (one of the config's lrs)"
     )
     parser.add_argument(
@@ -40,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from sslzoo.benchmarks.registry import benchmark
+
+    benchmark(args.benchmark, "--benchmark")  # a registered name, checked before the heavy imports
+
     from sslzoo.benchmarks.semi import semi_benchmark
     from sslzoo.runtime.dist import cleanup, init_distributed
 
@@ -56,6 +71,9 @@ def main(args: argparse.Namespace) -> None:
             args.out,
             seed=args.seed,
             ctx=ctx,
+            benchmark_name=args.benchmark,
+            model_name=args.model,
+            grid_point=args.grid_point,
         )
     finally:
         cleanup()

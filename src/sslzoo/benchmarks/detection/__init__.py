@@ -41,6 +41,8 @@ def detection_benchmark(
     work_dir: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
     *,
+    benchmark_name: str,
+    model_name: str,
     voc07: str | os.PathLike[str] | None = None,
     voc12: str | os.PathLike[str] | None = None,
     coco_images_train: str | os.PathLike[str] | None = None,
@@ -56,7 +58,10 @@ def detection_benchmark(
         backbone_path: ``results/backbones/{model}.pth`` (torchvision ResNet state dict).
         config_path: ``config/benchmarks/det_*.yaml``.
         work_dir: resume state and logs (kept between reruns).
-        out_path: the metrics file; benchmark and model are its two parent directory names.
+        out_path: the metrics file (``results/benchmarks/{benchmark}/{model}/metrics.json``).
+        benchmark_name: the benchmark ``meta`` records (a benchmark of
+            :mod:`sslzoo.benchmarks.registry`).
+        model_name: the model ``meta`` records.
         voc07, voc12: ``VOCdevkit/VOC2007`` and ``VOCdevkit/VOC2012`` (dataset ``voc0712``:
             trained on both ``trainval`` sets, tested on VOC2007 ``test``).
         coco_images_train, coco_ann_train, coco_images_val, coco_ann_val: COCO image folders and
@@ -112,8 +117,8 @@ def detection_benchmark(
         )
     out_path = Path(out_path)
     meta: dict[str, Any] = {
-        "benchmark": out_path.parent.parent.name,
-        "model": out_path.parent.name,
+        "benchmark": benchmark_name,
+        "model": model_name,
         "config": raw,
         "config_path": config_path,
         "engine": cfg.engine,
