@@ -40,7 +40,7 @@ from sslzoo.errors import SslzooError
 from sslzoo.run_record import RunRecord, protocol_batch, run_record
 from sslzoo.runtime.device import move_to_device
 from sslzoo.runtime.dist import DistContext, broadcast_buffers
-from sslzoo.runtime.loaders import batches_per_epoch, epoch_loader
+from sslzoo.runtime.loaders import batches_per_epoch, epoch_loader, per_rank_batch
 from sslzoo.runtime.loop import fit
 from sslzoo.runtime.optim import NORM_LAYERS
 from sslzoo.runtime.run_dir import Fingerprint, RunDir
@@ -106,12 +106,7 @@ def fit_classifier(
         ``{"epochs", "iterations", "iters_per_epoch", "resumed_from_epoch"}``.
     """
     ctx = ctx or DistContext()
-    if settings.batch_size % ctx.world_size:
-        raise SslzooError(
-            f"batch_size {settings.batch_size} (the total over processes) is not divisible by the "
-            f"{ctx.world_size} processes; change batch_size in the protocol file or the process count"
-        )
-    per_rank = settings.batch_size // ctx.world_size
+    per_rank = per_rank_batch(settings.batch_size, ctx)
     iters_per_epoch = batches_per_epoch(len(train_set), per_rank, ctx)  # type: ignore[arg-type]
     if iters_per_epoch < 1:
         raise SslzooError(

@@ -14,8 +14,19 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sslzoo.errors import SslzooError
 from sslzoo.runtime.dist import DistContext
 from sslzoo.runtime.seeding import EpochSampler, derived_seed
+
+
+def per_rank_batch(total_batch: int, ctx: DistContext) -> int:
+    """Each process's share of a batch of ``total_batch`` samples over all processes."""
+    if total_batch % ctx.world_size:
+        raise SslzooError(
+            f"batch_size {total_batch} (the total over processes) does not divide by the "
+            f"{ctx.world_size} processes; change it in the protocol file or the process count"
+        )
+    return total_batch // ctx.world_size
 
 
 def batches_per_epoch(size: int, per_rank_batch: int, ctx: DistContext) -> int:

@@ -48,7 +48,7 @@ from sslzoo.benchmarks.linear_protocol import config_value, parse_gpus, reject_u
 from sslzoo.errors import SslzooError
 from sslzoo.io import read_yaml
 from sslzoo.runtime.dist import DistContext
-from sslzoo.runtime.loaders import IterationSampler, stream_loader
+from sslzoo.runtime.loaders import IterationSampler, per_rank_batch, stream_loader
 from sslzoo.runtime.loop import fit
 from sslzoo.runtime.run_dir import Fingerprint, RunDir
 from sslzoo.runtime.schedules import LrSchedule, per_group
@@ -263,12 +263,7 @@ def train_iterations(
         ``{"iterations", "resumed_from_iteration", "per_process_batch"}``.
     """
     ctx = ctx or DistContext()
-    if settings.batch_size % ctx.world_size:
-        raise SslzooError(
-            f"batch_size {settings.batch_size} (the total over processes) does not divide by the "
-            f"{ctx.world_size} processes; change it in the protocol file or the process count"
-        )
-    per_rank = settings.batch_size // ctx.world_size
+    per_rank = per_rank_batch(settings.batch_size, ctx)
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
 
