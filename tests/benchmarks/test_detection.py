@@ -39,7 +39,6 @@ from sslzoo.benchmarks.detection.models import (
     build_mask_rcnn_fpn,
 )
 from sslzoo.benchmarks.detection.train import (
-    IterationSampler,
     IterationSettings,
     SolverConfig,
     load_detection_config,
@@ -49,6 +48,7 @@ from sslzoo.checkpoints import from_detectron2, random_backbone, save_detectron2
 from sslzoo.data.constants import VOC_CLASSES
 from sslzoo.data.detection import CocoDetection, VocAnnotation, VocObject
 from sslzoo.errors import SslzooError
+from sslzoo.runtime.loaders import IterationSampler
 from sslzoo.steps import detection_benchmark as detection_step
 from tests.benchmarks.protocols import reference_gpus_and_batch
 

@@ -18,8 +18,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sslzoo.benchmarks.classifier_loop import (
-    LATEST,
-    TRAIN_LOG,
     Accuracy,
     evaluate_classifier,
     fit_classifier,
@@ -38,6 +36,7 @@ from sslzoo.benchmarks.linear_protocol import (
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
 from sslzoo.runtime.dist import DistContext
+from sslzoo.runtime.run_dir import LATEST, TRAIN_LOG
 from tests.benchmarks.protocols import reference_gpus_and_batch
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "benchmarks"

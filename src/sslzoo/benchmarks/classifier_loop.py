@@ -15,28 +15,22 @@ processes and sums the hit counts, so the top-1 and top-5 accuracy does not depe
 process count.
 
 Also here: :func:`norm_param_groups` (the optimizer groups of mmcv's ``norm_decay_mult``),
-:func:`file_digest` (what identifies an input for resuming) and :func:`training_run_record`
-(``meta.run`` of a supervised benchmark run).
+:func:`training_run_record` (``meta.run`` of a supervised benchmark run). The loop itself is
+:func:`sslzoo.runtime.loop.fit`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
 import sys
-import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
@@ -44,15 +38,13 @@ from tqdm import tqdm
 from sslzoo.benchmarks.linear_protocol import TrainSettings
 from sslzoo.errors import SslzooError
 from sslzoo.run_record import RunRecord, protocol_batch, run_record
-from sslzoo.runtime.checkpoint import save_atomic
 from sslzoo.runtime.device import move_to_device
-from sslzoo.runtime.dist import DistContext, all_reduce_mean, barrier
+from sslzoo.runtime.dist import DistContext, broadcast_buffers
+from sslzoo.runtime.loaders import batches_per_epoch, epoch_loader, per_rank_batch
+from sslzoo.runtime.loop import fit
 from sslzoo.runtime.optim import NORM_LAYERS
-from sslzoo.runtime.schedules import LrSchedule, apply_lr
-from sslzoo.runtime.seeding import EpochSampler, derived_seed, seed_everything
-
-LATEST = "latest.pth"
-TRAIN_LOG = "train_log.jsonl"
+from sslzoo.runtime.run_dir import Fingerprint, RunDir
+from sslzoo.runtime.schedules import LrSchedule, per_group
 
 
 def norm_param_groups(
@@ -71,53 +63,14 @@ def norm_param_groups(
     return [group for group in groups if group["params"]]
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes (identifies a backbone or manifest for resuming)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _say(ctx: DistContext, message: str) -> None:
-    if ctx.is_main:
-        tqdm.write(message, file=sys.stderr)
-
-
-def _truncate_log(log_path: Path, iterations: int) -> None:
-    """Keep the log lines of the first ``iterations`` iterations (a resumed run redoes the rest)."""
-    if not log_path.exists():
-        return
-    kept = []
-    for line in log_path.read_text().splitlines():
-        try:
-            if json.loads(line)["iter"] <= iterations:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break  # a line cut by a kill: what follows is stale too
-    log_path.write_text("".join(f"{line}\n" for line in kept))
-
-
-def _resume_state(work_dir: Path, fingerprint: dict[str, Any], ctx: DistContext) -> dict[str, Any] | None:
-    """The saved state when it was written for the same run, else None (a stale one is set aside)."""
-    latest, log_path = work_dir / LATEST, work_dir / TRAIN_LOG
-    state = torch.load(latest, map_location="cpu", weights_only=True) if latest.exists() else None
-    if state is None or state.get("fingerprint") == fingerprint:
-        return state
-    old = state.get("fingerprint") or {}
-    changed = sorted(key for key in set(old) | set(fingerprint) if old.get(key) != fingerprint.get(key))
-    barrier(ctx)
-    if ctx.is_main:
-        aside = work_dir / time.strftime("superseded-%Y%m%d-%H%M%S")
-        aside.mkdir(parents=True, exist_ok=True)
-        for path in (latest, log_path):
-            if path.exists():
-                path.replace(aside / path.name)
-        _say(ctx, f"{latest} belongs to another run ({', '.join(changed)} changed): starting from scratch; "
-                  f"the old state is kept in {aside}")  # fmt: skip
-    barrier(ctx)
-    return None
+def _classifier_step(runner: nn.Module, batch: Any, *, device: torch.device) -> dict[str, torch.Tensor]:
+    """``(images [B, 3, H, W], labels [B])`` -> the summed cross-entropies of the model's outputs
+    as ``loss``, and each one as ``loss.<name>`` when there are several."""
+    images, labels = move_to_device(batch, device)
+    outputs = runner(images)
+    losses = {name: F.cross_entropy(logits, labels) for name, logits in outputs.items()}
+    loss = torch.stack(list(losses.values())).sum()
+    return {"loss": loss, **({f"loss.{n}": v for n, v in losses.items()} if len(losses) > 1 else {})}
 
 
 def fit_classifier(
@@ -153,17 +106,8 @@ def fit_classifier(
         ``{"epochs", "iterations", "iters_per_epoch", "resumed_from_epoch"}``.
     """
     ctx = ctx or DistContext()
-    state_module = state_module or model
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    latest, log_path = work_dir / LATEST, work_dir / TRAIN_LOG
-    if settings.batch_size % ctx.world_size:
-        raise SslzooError(
-            f"batch_size {settings.batch_size} (the total over processes) is not divisible by the "
-            f"{ctx.world_size} processes; change batch_size in the protocol file or the process count"
-        )
-    per_rank = settings.batch_size // ctx.world_size
-    iters_per_epoch = len(EpochSampler(len(train_set), seed, 0, ctx.rank, ctx.world_size)) // per_rank  # type: ignore[arg-type]
+    per_rank = per_rank_batch(settings.batch_size, ctx)
+    iters_per_epoch = batches_per_epoch(len(train_set), per_rank, ctx)  # type: ignore[arg-type]
     if iters_per_epoch < 1:
         raise SslzooError(
             f"{len(train_set)} training images give no full batch of batch_size {settings.batch_size}; "  # type: ignore[arg-type]
@@ -178,96 +122,26 @@ def fit_classifier(
     )
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
-    fingerprint = json.loads(json.dumps({**fingerprint, "iters_per_epoch": iters_per_epoch}))
-
-    start_epoch = iteration = 0
-    state = _resume_state(work_dir, fingerprint, ctx)
-    if state is not None:
-        state_module.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
-        _say(ctx, f"resuming from {latest}: epoch {start_epoch}/{settings.epochs}, iteration {iteration}")
-        del state
-    if ctx.is_main:
-        _truncate_log(log_path, iteration)
-    barrier(ctx)
-
-    device = ctx.device
-    runner: nn.Module = model
-    if ctx.distributed:
-        runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    for epoch in range(start_epoch, settings.epochs):
-        epoch_seed = derived_seed(seed, epoch, ctx.rank)
-        seed_everything(epoch_seed)
-        loader = DataLoader(
-            train_set,
-            batch_size=per_rank,
-            sampler=EpochSampler(len(train_set), seed, epoch, ctx.rank, ctx.world_size),  # type: ignore[arg-type]
-            num_workers=settings.workers,
-            drop_last=True,
-            pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(epoch_seed),
-        )
-        runner.train()
-        bar = tqdm(
-            total=iters_per_epoch,
-            desc=f"epoch {epoch + 1}/{settings.epochs}",
-            file=sys.stderr,
-            disable=not ctx.is_main,
-            dynamic_ncols=True,
-            leave=False,
-            mininterval=0.5 if sys.stderr.isatty() else 30.0,
-        )
-        tick = time.perf_counter()
-        with open(log_path, "a") if ctx.is_main else nullcontext() as log:
-            for images, labels in loader:
-                lr = apply_lr(optimizer, schedule, iteration)
-                images, labels = move_to_device((images, labels), device)
-                outputs = runner(images)
-                losses = {name: F.cross_entropy(logits, labels) for name, logits in outputs.items()}
-                loss = torch.stack(list(losses.values())).sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                iteration += 1
-                names = list(losses)
-                values = torch.stack([loss.detach()] + [losses[n].detach() for n in names]).float()
-                means = all_reduce_mean(values, ctx).tolist()
-                if not math.isfinite(means[0]):
-                    raise SslzooError(
-                        f"loss is {means[0]} at epoch {epoch + 1}, iteration {iteration}; "
-                        "lower optimizer.lr in the protocol file"
-                    )
-                now = time.perf_counter()
-                record = {"epoch": epoch + 1, "iter": iteration, "loss": means[0], "lr": lr,
-                          "time": round(now - tick, 4)}  # fmt: skip
-                if len(names) > 1:
-                    record.update({f"loss.{n}": v for n, v in zip(names, means[1:], strict=True)})
-                tick = now
-                if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                bar.update(1)
-                bar.set_postfix(loss=f"{means[0]:.4f}", lr=f"{lr:.3g}")
-        bar.close()
-        if ctx.is_main:
-            save_atomic(
-                {
-                    "state_dict": state_module.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1,
-                    "iteration": iteration,
-                    "fingerprint": fingerprint,
-                },
-                latest,
-            )
-            _say(ctx, f"epoch {epoch + 1}/{settings.epochs} done ({iteration} iterations); saved {latest}")
-        barrier(ctx)
+    result = fit(
+        partial(_classifier_step, device=ctx.device),
+        model,
+        optimizer,
+        partial(epoch_loader, train_set, per_rank, seed, ctx=ctx, workers=settings.workers),
+        RunDir(work_dir),
+        Fingerprint({**fingerprint, "iters_per_epoch": iters_per_epoch}),
+        total_iters=schedule.total_iters,
+        iters_per_epoch=iters_per_epoch,
+        schedules={"lr": per_group(optimizer, schedule.lr)},
+        seed=seed,
+        ctx=ctx,
+        state_module=state_module,
+        divergence_advice="lower optimizer.lr in the protocol file",
+    )
     return {
         "epochs": settings.epochs,
-        "iterations": iteration,
+        "iterations": result.iterations,
         "iters_per_epoch": iters_per_epoch,
-        "resumed_from_epoch": start_epoch,
+        "resumed_from_epoch": result.start_epoch,
     }
 
 
@@ -305,15 +179,6 @@ def topk_hits(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1
     ranked = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
     hits = ranked == labels.view(-1, 1)
     return [int(hits[:, :k].any(dim=1).sum()) for k in ks]
-
-
-def broadcast_buffers(module: nn.Module, ctx: DistContext) -> None:
-    """Copy rank 0's buffers (BN running statistics) to every process."""
-    if ctx.distributed:
-        import torch.distributed as dist
-
-        for buffer in module.buffers():
-            dist.broadcast(buffer.data, src=0)
 
 
 @torch.no_grad()

@@ -37,7 +37,6 @@ from torch import nn
 from sslzoo.benchmarks.classifier_loop import (
     check_same_classes,
     evaluate_classifier,
-    file_digest,
     fit_classifier,
     norm_param_groups,
     training_run_record,
@@ -45,7 +44,7 @@ from sslzoo.benchmarks.classifier_loop import (
 from sslzoo.benchmarks.classifier_transforms import build_eval_transform, build_train_transform
 from sslzoo.benchmarks.heads import build_linear_classifier
 from sslzoo.benchmarks.linear_protocol import LAYER_COLUMNS, load_linear_config
-from sslzoo.io import git_revision, write_json
+from sslzoo.io import file_digest, git_revision, write_json
 from sslzoo.runtime.dist import DistContext, init_distributed
 
 

@@ -468,12 +468,12 @@ def segmentation_benchmark(
     Returns:
         ``{"mIOU": %, "meta": {...}}`` on rank 0, None elsewhere.
     """
-    from sslzoo.benchmarks.classifier_loop import file_digest, training_run_record
-    from sslzoo.benchmarks.detection.train import IterationSettings, broadcast_buffers, train_iterations
+    from sslzoo.benchmarks.classifier_loop import training_run_record
+    from sslzoo.benchmarks.detection.train import IterationSettings, train_iterations
     from sslzoo.checkpoints import load_backbone
     from sslzoo.data import segmentation as seg
-    from sslzoo.io import git_revision, write_json
-    from sslzoo.runtime.dist import init_distributed
+    from sslzoo.io import file_digest, git_revision, write_json
+    from sslzoo.runtime.dist import broadcast_buffers, init_distributed
 
     cfg, raw = load_segmentation_config(config_path)
     if cfg.dataset == "voc12aug":

@@ -38,7 +38,6 @@ from torch.utils.data import Subset
 from sslzoo.benchmarks.classifier_loop import (
     check_same_classes,
     evaluate_classifier,
-    file_digest,
     fit_classifier,
     training_run_record,
 )
@@ -57,7 +56,7 @@ from sslzoo.benchmarks.linear_protocol import (
 )
 from sslzoo.benchmarks.semi_grid import TOP1, TOP5, setting_label
 from sslzoo.errors import SslzooError
-from sslzoo.io import git_revision, read_yaml, write_json
+from sslzoo.io import file_digest, git_revision, read_yaml, write_json
 from sslzoo.models.backbone import ResNetBackbone
 from sslzoo.runtime.dist import DistContext, init_distributed
 

@@ -1,4 +1,5 @@
-"""The one pretraining loop: DDP, gradient accumulation, bf16 autocast, lr schedule, checkpoint/resume.
+"""Pretraining: a method and its dataset trained epoch by epoch through :func:`sslzoo.runtime.loop.fit`
+(DDP, gradient accumulation, bf16 autocast, lr schedule, BYOL's after-step EMA, checkpoint/resume).
 
 Reproducibility: the sample order of an epoch depends only on ``(seed, epoch)``
 (:class:`~sslzoo.runtime.seeding.EpochSampler`), and the augmentation randomness only on
@@ -16,49 +17,39 @@ skipped, as is a last incomplete micro-batch.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import sys
-import time
-from contextlib import nullcontext
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from sslzoo.errors import SslzooError
 from sslzoo.io import atomic_write_bytes, git_revision, write_json
 from sslzoo.run_record import protocol_batch, run_record
 from sslzoo.runtime.checkpoint import save_atomic
 from sslzoo.runtime.device import move_to_device
-from sslzoo.runtime.dist import DistContext, all_reduce_mean, barrier, cleanup, init_distributed
+from sslzoo.runtime.dist import DistContext, barrier, cleanup, init_distributed
+from sslzoo.runtime.loaders import batches_per_epoch, epoch_loader
+from sslzoo.runtime.loop import fit
 from sslzoo.runtime.optim import build_optimizer
-from sslzoo.runtime.schedules import apply_lr, build_schedule
-from sslzoo.runtime.seeding import EpochSampler, derived_seed, rng_state, seed_everything, set_rng_state
+from sslzoo.runtime.progress import say
+from sslzoo.runtime.run_dir import LATEST, TRAIN_LOG, RunDir
+from sslzoo.runtime.schedules import build_schedule, per_group
+from sslzoo.runtime.seeding import rng_state, set_rng_state
 
-LATEST = "latest.pth"
-TRAIN_LOG = "train_log.jsonl"
+__all__ = ["LATEST", "TRAIN_LOG", "pretrain_from_files", "train"]
+
 # Config keys that do not change training: a checkpoint written under other values still resumes.
 _NOT_TRAINING_KEYS = ("title", "reported")
 
 
 def _training_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in cfg.items() if key not in _NOT_TRAINING_KEYS}
-
-
-def _set_aside(work_dir: Path, paths: tuple[Path, ...]) -> Path:
-    """Move ``paths`` into ``work_dir/superseded-<time>/`` and return that folder."""
-    aside = work_dir / time.strftime("superseded-%Y%m%d-%H%M%S")
-    aside.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        if path.exists():
-            path.replace(aside / path.name)
-    return aside
 
 
 def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -71,23 +62,64 @@ def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def _truncate_log(log_path: Path, iterations: int) -> None:
-    """Keep the log lines of the first ``iterations`` iterations (a resumed run redoes the rest)."""
-    if not log_path.exists():
-        return
-    kept = []
-    for line in log_path.read_text().splitlines():
-        try:
-            if json.loads(line)["iter"] <= iterations:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break  # a line cut by a kill: everything after it is stale too
-    log_path.write_text("".join(f"{line}\n" for line in kept))
+@dataclass(frozen=True)
+class PretrainIdentity:
+    """A pretraining run: its training config (the title and reported numbers aside), seed,
+    iterations per epoch and input digests; saved with the process count and the global
+    generators' state (see :class:`~sslzoo.runtime.run_dir.RunIdentity`)."""
+
+    cfg: dict[str, Any]
+    seed: int
+    iters_per_epoch: int
+    world_size: int
+    inputs: dict[str, str] = field(default_factory=dict)
+
+    def changes(self, state: Mapping[str, Any]) -> list[str]:
+        differences = _config_differences(_training_config(state["config"]), _training_config(self.cfg))
+        if state.get("seed") != self.seed:
+            differences.append(f"seed ({state.get('seed')} -> {self.seed})")
+        if state.get("iters_per_epoch") != self.iters_per_epoch:
+            differences.append(
+                f"iterations per epoch ({state.get('iters_per_epoch')} -> {self.iters_per_epoch})"
+            )
+        old_inputs = state.get("inputs") or {}
+        differences += [
+            f"input {name} changed"
+            for name, digest in self.inputs.items()
+            if old_inputs.get(name, digest) != digest
+        ]
+        return differences
+
+    def entries(self) -> dict[str, Any]:
+        return {
+            "iters_per_epoch": self.iters_per_epoch,
+            "rng": rng_state(),
+            "config": self.cfg,
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "inputs": dict(self.inputs),
+        }
 
 
-def _say(ctx: DistContext, message: str) -> None:
-    if ctx.is_main:
-        tqdm.write(message, file=sys.stderr)
+def _method_step(
+    runner: nn.Module, batch: Any, *, device: torch.device, channels_last: bool, amp: bool
+) -> dict[str, torch.Tensor]:
+    """One micro-batch ``(views, labels)`` through the method (the labels unused): its outputs,
+    ``loss`` first, the rest by name."""
+    views, _labels = batch
+    views = move_to_device(views, device, channels_last)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+        outputs = runner(views)
+    return {"loss": outputs["loss"], **{key: outputs[key] for key in sorted(outputs) if key != "loss"}}
+
+
+def _restore_rng(state: Mapping[str, Any], ctx: DistContext) -> None:
+    set_rng_state(state["rng"])
+    if state.get("world_size") != ctx.world_size:
+        say(
+            ctx,
+            f"resuming a {state.get('world_size')}-process run with {ctx.world_size}: the data order changes",
+        )
 
 
 def train(
@@ -133,15 +165,12 @@ def train(
     accumulate, workers = int(train_cfg.get("accumulate", 1)), int(train_cfg.get("workers", 2))
     channels_last = bool(train_cfg.get("channels_last", False))
     amp = bool(train_cfg.get("amp", False)) and device.type == "cuda"
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    latest_path, log_path = work_dir / LATEST, work_dir / TRAIN_LOG
+    run_dir = RunDir(work_dir)
 
-    micro_per_epoch = len(EpochSampler(len(dataset), seed, 0, ctx.rank, ctx.world_size)) // batch_size
-    iters_per_epoch = micro_per_epoch // accumulate
+    iters_per_epoch = batches_per_epoch(len(dataset), batch_size, ctx) // accumulate  # type: ignore[arg-type]
     if iters_per_epoch < 1:
         raise SslzooError(
-            f"train: {len(dataset)} samples give no full optimizer step of {ctx.world_size} process(es) x "
+            f"train: {len(dataset)} samples give no full optimizer step of {ctx.world_size} process(es) x "  # type: ignore[arg-type]
             f"train.batch_size {batch_size} x train.accumulate {accumulate}; use more data or a smaller batch"
         )
     schedule = build_schedule(train_cfg["schedule"], epochs, iters_per_epoch)
@@ -155,148 +184,25 @@ def train(
     if channels_last:
         method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(method, cfg)
+    method_after_step = getattr(method, "after_step", None)
 
-    start_epoch, iteration = 0, 0
-    state = torch.load(latest_path, map_location=device, weights_only=True) if latest_path.exists() else None
-    if state is not None:
-        differences = _config_differences(_training_config(state["config"]), _training_config(cfg))
-        if state.get("seed") != seed:
-            differences.append(f"seed ({state.get('seed')} -> {seed})")
-        if state.get("iters_per_epoch") != iters_per_epoch:
-            differences.append(f"iterations per epoch ({state.get('iters_per_epoch')} -> {iters_per_epoch})")
-        old_inputs = state.get("inputs") or {}
-        differences += [
-            f"input {name} changed"
-            for name, digest in (inputs or {}).items()
-            if old_inputs.get(name, digest) != digest
-        ]
-        if differences:
-            # The protocol changed (Snakemake reruns the job because its params changed): the old
-            # run cannot be continued, so it is set aside, never silently mixed with the new one.
-            barrier(ctx)
-            if ctx.is_main:
-                aside = _set_aside(work_dir, (latest_path, log_path))
-                _say(
-                    ctx,
-                    f"{latest_path} was written with other settings ({', '.join(differences)}): "
-                    f"starting from scratch; the old state is kept in {aside}",
-                )
-            barrier(ctx)
-            state = None
-    if state is not None:
-        method.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
-        if state.get("world_size") != ctx.world_size:
-            _say(
-                ctx,
-                f"resuming a {state.get('world_size')}-process run with {ctx.world_size}: the data order changes",
-            )
-        _say(ctx, f"resuming from {latest_path}: epoch {start_epoch}/{epochs}, iteration {iteration}")
-        del state
-    if ctx.is_main:
-        _truncate_log(log_path, iteration)
-    barrier(ctx)
-
-    model: nn.Module = method
-    if ctx.distributed:
-        model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
-    after_step = getattr(method, "after_step", None)
-
-    for epoch in range(start_epoch, epochs):
-        epoch_seed = derived_seed(seed, epoch, ctx.rank)
-        seed_everything(epoch_seed)
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=EpochSampler(len(dataset), seed, epoch, ctx.rank, ctx.world_size),
-            num_workers=workers,
-            drop_last=True,
-            pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(epoch_seed),
-        )
-        model.train()
-        bar = tqdm(
-            total=iters_per_epoch,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            file=sys.stderr,
-            disable=not ctx.is_main,
-            dynamic_ncols=True,
-            leave=False,
-            mininterval=0.5 if sys.stderr.isatty() else 30.0,  # few redraws in log files
-        )
-        epoch_end = (epoch + 1) * iters_per_epoch
-        sums: dict[str, torch.Tensor] = {}
-        micro = 0
-        tick = time.perf_counter()
-        with open(log_path, "a") if ctx.is_main else nullcontext() as log:
-            for views, _labels in loader:
-                if micro == 0:
-                    lr = apply_lr(optimizer, schedule, iteration)
-                micro += 1
-                stepping = micro == accumulate
-                batch = move_to_device(views, device, channels_last)
-                sync = nullcontext() if stepping or not ctx.distributed else model.no_sync()
-                with sync:
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                        outputs = model(batch)
-                    (outputs["loss"] / accumulate).backward()
-                for key, value in outputs.items():
-                    value = torch.as_tensor(value).detach().float().reshape(())
-                    sums[key] = sums.get(key, 0) + value / accumulate
-                if not stepping:
-                    continue
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                iteration += 1
-                if after_step is not None:
-                    after_step(iteration / total_iters)
-                keys = sorted(sums)
-                means = all_reduce_mean(torch.stack([sums[k] for k in keys]), ctx).tolist()
-                scalars = dict(zip(keys, means, strict=True))
-                sums, micro = {}, 0
-                if not math.isfinite(scalars["loss"]):
-                    raise SslzooError(
-                        f"train: loss is {scalars['loss']} at epoch {epoch + 1}, iteration {iteration}; "
-                        f"lower train.optimizer.lr or the warm-up start (train.schedule.warmup_ratio)"
-                    )
-                now = time.perf_counter()
-                record = {
-                    "epoch": epoch + 1,
-                    "iter": iteration,
-                    "loss": scalars.pop("loss"),
-                    "lr": lr,
-                    "time": round(now - tick, 4),
-                    **scalars,
-                }
-                tick = now
-                if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}")
-                if iteration == epoch_end:
-                    break
-        bar.close()
-        if ctx.is_main:
-            save_atomic(
-                {
-                    "state_dict": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1,
-                    "iteration": iteration,
-                    "iters_per_epoch": iters_per_epoch,
-                    "rng": rng_state(),
-                    "config": cfg,
-                    "seed": seed,
-                    "world_size": ctx.world_size,
-                    "inputs": dict(inputs or {}),
-                },
-                latest_path,
-            )
-            _say(ctx, f"epoch {epoch + 1}/{epochs} done ({iteration} iterations); saved {latest_path}")
-        barrier(ctx)
+    result = fit(
+        partial(_method_step, device=device, channels_last=channels_last, amp=amp),
+        method,
+        optimizer,
+        partial(epoch_loader, dataset, batch_size, seed, ctx=ctx, workers=workers),
+        run_dir,
+        PretrainIdentity(cfg, seed, iters_per_epoch, ctx.world_size, dict(inputs or {})),
+        total_iters=total_iters,
+        iters_per_epoch=iters_per_epoch,
+        schedules={"lr": per_group(optimizer, schedule.lr)},
+        accumulate=accumulate,
+        after_step=None if method_after_step is None else lambda done: method_after_step(done / total_iters),
+        seed=seed,
+        ctx=ctx,
+        on_resume=partial(_restore_rng, ctx=ctx),
+        divergence_advice="lower train.optimizer.lr or the warm-up start (train.schedule.warmup_ratio)",
+    )
 
     record = run_record(
         world_size=ctx.world_size,
@@ -318,13 +224,13 @@ def train(
             "run": record,
         }
         save_atomic({"state_dict": final, "meta": meta}, Path(out))
-        _say(ctx, f"wrote {out}")
+        say(ctx, f"wrote {out}")
     barrier(ctx)
     return {
         "epoch": epochs,
-        "iterations": iteration,
+        "iterations": result.iterations,
         "iters_per_epoch": iters_per_epoch,
-        "resumed_from_epoch": start_epoch,
+        "resumed_from_epoch": result.start_epoch,
         "run": record,
     }
 
@@ -369,7 +275,7 @@ def pretrain_from_files(
     ctx = init_distributed()
     try:
         if ctx.world_size != cfg["gpus"]:
-            _say(
+            say(
                 ctx,
                 f"{config_path}: the protocol uses {cfg['gpus']} processes, this run {ctx.world_size}: "
                 f"the total batch is {ctx.world_size}x{cfg['train']['batch_size']}x{cfg['train']['accumulate']}",

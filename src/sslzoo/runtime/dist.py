@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,22 @@ def all_gather_object(obj: Any, ctx: DistContext) -> list[Any]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_buffers(module: nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's buffers (BN running statistics) to every process (no-op single-process)."""
+    if ctx.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
+def data_parallel(model: nn.Module, ctx: DistContext) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel when there are several processes, else itself."""
+    if not ctx.distributed:
+        return model
+    return DistributedDataParallel(
+        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+    )
 
 
 def cleanup() -> None:

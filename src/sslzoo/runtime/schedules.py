@@ -17,7 +17,9 @@ per epoch, ``E`` the total epochs and ``base`` a parameter group's initial lr:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from torch.optim import Optimizer
@@ -96,3 +98,11 @@ def apply_lr(optimizer: Optimizer, schedule: LrSchedule, iteration: int) -> floa
     for group in optimizer.param_groups:
         group["lr"] = schedule.lr(group["initial_lr"], iteration)
     return optimizer.param_groups[0]["lr"]
+
+
+def per_group(
+    optimizer: Optimizer, value_at: Callable[[float, int], float], base: str = "initial_lr"
+) -> list[Callable[[int], float]]:
+    """One ``iteration -> value`` schedule per parameter group: ``value_at(group[base], iteration)``
+    (e.g. ``per_group(optimizer, schedule.lr)``, the schedules of :func:`sslzoo.runtime.loop.fit`)."""
+    return [partial(value_at, group[base]) for group in optimizer.param_groups]

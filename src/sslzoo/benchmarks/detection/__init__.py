@@ -74,7 +74,7 @@ def detection_benchmark(
     """
     import torch
 
-    from sslzoo.benchmarks.classifier_loop import file_digest, norm_param_groups, training_run_record
+    from sslzoo.benchmarks.classifier_loop import norm_param_groups, training_run_record
     from sslzoo.benchmarks.detection.detectron2_engine import require_detectron2, run_detectron2_benchmark
     from sslzoo.benchmarks.detection.evaluate import (
         coco_metrics,
@@ -85,16 +85,15 @@ def detection_benchmark(
     from sslzoo.benchmarks.detection.models import build_detector, convert_sync_batchnorm
     from sslzoo.benchmarks.detection.train import (
         IterationSettings,
-        broadcast_buffers,
         load_detection_config,
         precise_bn,
         train_iterations,
     )
     from sslzoo.checkpoints import load_backbone
     from sslzoo.data.detection import CocoDetection, VocDetection, collate_detection
-    from sslzoo.io import git_revision, write_json
+    from sslzoo.io import file_digest, git_revision, write_json
     from sslzoo.runtime.device import move_to_device
-    from sslzoo.runtime.dist import DistContext, init_distributed
+    from sslzoo.runtime.dist import DistContext, broadcast_buffers, init_distributed
 
     config_path = str(config_path)
     cfg, raw = load_detection_config(config_path)

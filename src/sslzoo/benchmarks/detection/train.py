@@ -13,7 +13,7 @@ momentum; norm-layer parameters use ``weight_decay_norm`` (detectron2 ``WEIGHT_D
 
 **Loop** (:func:`train_iterations`), iteration-based like detectron2's ``SimpleTrainer`` and
 mmcv's ``IterBasedRunner``: ``batch_size`` is the total over the torchrun processes. The sample
-stream (:class:`IterationSampler`) is the epoch permutations of
+stream (:class:`~sslzoo.runtime.loaders.IterationSampler`) is the epoch permutations of
 :class:`~sslzoo.runtime.seeding.EpochSampler` laid end to end, so iteration i reads the same
 images whatever happened before, and each sample carries its own augmentation seed; the
 global generators are reseeded from ``(seed, iteration, rank)`` before every step (multi-scale
@@ -22,7 +22,7 @@ fingerprint) is written atomically every ``checkpoint_period`` iterations and at
 killed at any point resumes from it and reproduces the uninterrupted run on CPU (on GPU up to
 non-deterministic kernels). A state written for other settings (config, seed, backbone, process
 count) is moved to ``work_dir/superseded-<time>/`` and training starts over. ``train_log.jsonl`` gets one line
-per iteration (iter, loss, each loss term, lr, time).
+per iteration (iter, loss, each loss term, lr, time). The loop is :func:`sslzoo.runtime.loop.fit`.
 
 **Precise BN** (detectron2 ``TEST.PRECISE_BN``, fvcore ``update_bn_stats``): after training the
 BN running statistics are recomputed as the plain average over ``precise_bn_iters`` training
@@ -31,35 +31,29 @@ batches (forward in training mode without gradients), instead of the momentum av
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sslzoo.benchmarks.detection.models import ARCHITECTURES, NORMS, InputConfig, ModelConfig
 from sslzoo.benchmarks.linear_protocol import config_value, parse_gpus, reject_unknown_keys
 from sslzoo.errors import SslzooError
 from sslzoo.io import read_yaml
-from sslzoo.runtime.checkpoint import save_atomic
-from sslzoo.runtime.dist import DistContext, all_reduce_mean, barrier
-from sslzoo.runtime.schedules import LrSchedule
-from sslzoo.runtime.seeding import EpochSampler, derived_seed, seed_everything
+from sslzoo.runtime.dist import DistContext
+from sslzoo.runtime.loaders import IterationSampler, per_rank_batch, stream_loader
+from sslzoo.runtime.loop import fit
+from sslzoo.runtime.run_dir import Fingerprint, RunDir
+from sslzoo.runtime.schedules import LrSchedule, per_group
+from sslzoo.runtime.seeding import derived_seed, seed_everything
 
-LATEST = "latest.pth"
-TRAIN_LOG = "train_log.jsonl"
 DATASETS = ("voc0712", "coco")
 ENGINES = ("torchvision", "detectron2")
 
@@ -219,42 +213,6 @@ def load_detection_config(path: str | os.PathLike[str]) -> tuple[DetectionConfig
 # --------------------------------------------------------------------------------------------
 
 
-class IterationSampler(Sampler[tuple[int, int]]):
-    """The ``(index, sample seed)`` pairs one process reads from ``start_iter`` to ``max_iter``.
-
-    Position p of a process's stream is element ``p % n`` of its share of epoch ``p // n``
-    (:class:`EpochSampler` of that epoch, ``n`` = its length), so a batch may span two epochs
-    and the stream does not depend on where a run was resumed. The sample seed is derived from
-    ``(seed, rank, p)``.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        seed: int,
-        rank: int,
-        world_size: int,
-        per_rank_batch: int,
-        start_iter: int,
-        max_iter: int,
-    ) -> None:
-        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
-        self.per_rank_batch, self.start_iter, self.max_iter = per_rank_batch, start_iter, max_iter
-        self.per_epoch = len(EpochSampler(size, seed, 0, rank, world_size))
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch, order = -1, []
-        for position in range(self.start_iter * self.per_rank_batch, self.max_iter * self.per_rank_batch):
-            this_epoch, offset = divmod(position, self.per_epoch)
-            if this_epoch != epoch:
-                epoch = this_epoch
-                order = list(EpochSampler(self.size, self.seed, epoch, self.rank, self.world_size))
-            yield order[offset], derived_seed(self.seed, self.rank, position)
-
-    def __len__(self) -> int:
-        return max(self.max_iter - self.start_iter, 0) * self.per_rank_batch
-
-
 @dataclass(frozen=True)
 class IterationSettings:
     """How long and how wide a fine-tuning run is.
@@ -270,49 +228,6 @@ class IterationSettings:
     batch_size: int
     workers: int
     checkpoint_period: int
-
-
-def _say(ctx: DistContext, message: str) -> None:
-    if ctx.is_main:
-        tqdm.write(message, file=sys.stderr)
-
-
-def _truncate_log(log_path: Path, iterations: int) -> None:
-    """Keep the lines of the first ``iterations`` iterations (a resumed run redoes the rest)."""
-    if not log_path.exists():
-        return
-    kept = []
-    for line in log_path.read_text().splitlines():
-        try:
-            if json.loads(line)["iter"] <= iterations:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break
-    log_path.write_text("".join(f"{line}\n" for line in kept))
-
-
-def load_resume_state(work_dir: Path, fingerprint: dict[str, Any], ctx: DistContext) -> dict[str, Any] | None:
-    """``work_dir/latest.pth`` when written for ``fingerprint``; a stale one is set aside (None)."""
-    latest, log_path = work_dir / LATEST, work_dir / TRAIN_LOG
-    state = torch.load(latest, map_location="cpu", weights_only=True) if latest.exists() else None
-    if state is None or state.get("fingerprint") == fingerprint:
-        return state
-    old = state.get("fingerprint") or {}
-    changed = sorted(key for key in set(old) | set(fingerprint) if old.get(key) != fingerprint.get(key))
-    barrier(ctx)
-    if ctx.is_main:
-        aside = work_dir / time.strftime("superseded-%Y%m%d-%H%M%S")
-        aside.mkdir(parents=True, exist_ok=True)
-        for path in (latest, log_path):
-            if path.exists():
-                path.replace(aside / path.name)
-        _say(
-            ctx,
-            f"{latest} belongs to other settings ({', '.join(changed)} changed): starting from "
-            f"scratch; the old state is kept in {aside}",
-        )
-    barrier(ctx)
-    return None
 
 
 def train_iterations(
@@ -348,111 +263,39 @@ def train_iterations(
         ``{"iterations", "resumed_from_iteration", "per_process_batch"}``.
     """
     ctx = ctx or DistContext()
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    latest, log_path = work_dir / LATEST, work_dir / TRAIN_LOG
-    if settings.batch_size % ctx.world_size:
-        raise SslzooError(
-            f"batch_size {settings.batch_size} (the total over processes) does not divide by the "
-            f"{ctx.world_size} processes; change it in the protocol file or the process count"
-        )
-    per_rank = settings.batch_size // ctx.world_size
+    per_rank = per_rank_batch(settings.batch_size, ctx)
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
-    fingerprint = json.loads(json.dumps({**fingerprint, "world_size": ctx.world_size}))
 
-    start = 0
-    state = load_resume_state(work_dir, fingerprint, ctx)
-    if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["iteration"])
-        _say(ctx, f"resuming from {latest}: iteration {start}/{settings.max_iter}")
-        del state
-    if ctx.is_main:
-        _truncate_log(log_path, start)
-    barrier(ctx)
+    def step(runner: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        losses = step_losses(runner, batch)
+        return {"loss": torch.stack(list(losses.values())).sum(), **losses}
 
-    device = ctx.device
-    runner: nn.Module = model
-    if ctx.distributed:
-        runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    loader = DataLoader(
-        dataset,
-        batch_size=per_rank,
-        sampler=IterationSampler(
-            len(dataset),
-            seed,
-            ctx.rank,
-            ctx.world_size,
-            per_rank,
-            start,  # type: ignore[arg-type]
-            settings.max_iter,
-        ),
-        num_workers=settings.workers,
-        collate_fn=collate_fn,
-        pin_memory=device.type == "cuda",
+    def batches(start: int) -> DataLoader:
+        return stream_loader(
+            dataset, per_rank, seed, start, settings.max_iter, ctx, settings.workers, collate_fn
+        )
+
+    result = fit(
+        step,
+        model,
+        optimizer,
+        batches,
+        RunDir(work_dir),
+        Fingerprint({**fingerprint, "world_size": ctx.world_size}),
+        total_iters=settings.max_iter,
+        schedules={"lr": per_group(optimizer, lr_at)},
+        checkpoint_every=settings.checkpoint_period,
+        seed=seed,
+        ctx=ctx,
+        terms_before_lr=True,
+        divergence_advice="lower the learning rate or lengthen the warm-up in the protocol file",
     )
-    bar = tqdm(
-        total=settings.max_iter,
-        initial=start,
-        desc="train",
-        file=sys.stderr,
-        disable=not ctx.is_main,
-        dynamic_ncols=True,
-        mininterval=0.5 if sys.stderr.isatty() else 30.0,
-    )
-    runner.train()
-    iteration = start
-    tick = time.perf_counter()
-    with open(log_path, "a") if ctx.is_main else nullcontext() as log:
-        for batch in loader:
-            seed_everything(derived_seed(seed, iteration, ctx.rank))
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(group["initial_lr"], iteration)
-            lr = optimizer.param_groups[0]["lr"]
-            losses = step_losses(runner, batch)
-            loss = torch.stack(list(losses.values())).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            iteration += 1
-            names = list(losses)
-            values = torch.stack([loss.detach()] + [losses[n].detach() for n in names]).float()
-            means = all_reduce_mean(values, ctx).tolist()
-            if not math.isfinite(means[0]):
-                raise SslzooError(
-                    f"loss is {means[0]} at iteration {iteration}; lower the learning rate or lengthen the "
-                    "warm-up in the protocol file"
-                )
-            now = time.perf_counter()
-            record = {
-                "iter": iteration,
-                "loss": means[0],
-                **dict(zip(names, means[1:], strict=True)),
-                "lr": lr,
-                "time": round(now - tick, 4),
-            }
-            tick = now
-            if log is not None:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            bar.update(1)
-            bar.set_postfix(loss=f"{means[0]:.4f}", lr=f"{lr:.3g}")
-            if iteration % settings.checkpoint_period == 0 or iteration == settings.max_iter:
-                if ctx.is_main:
-                    save_atomic(
-                        {
-                            "state_dict": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "iteration": iteration,
-                            "fingerprint": fingerprint,
-                        },
-                        latest,
-                    )
-                barrier(ctx)
-    bar.close()
-    return {"iterations": iteration, "resumed_from_iteration": start, "per_process_batch": per_rank}
+    return {
+        "iterations": result.iterations,
+        "resumed_from_iteration": result.start_iteration,
+        "per_process_batch": per_rank,
+    }
 
 
 @torch.no_grad()
@@ -501,12 +344,3 @@ def precise_bn(
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     return len(norms)
-
-
-def broadcast_buffers(module: nn.Module, ctx: DistContext) -> None:
-    """Copy rank 0's buffers (BN statistics) to every process before evaluation."""
-    if ctx.distributed:
-        import torch.distributed as dist
-
-        for buffer in module.buffers():
-            dist.broadcast(buffer.data, src=0)
