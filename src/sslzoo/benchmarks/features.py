@@ -26,12 +26,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
+from tqdm import tqdm
 
 from sslzoo.benchmarks.protocol_files import read_protocol
+from sslzoo.checkpoints import load_checkpoint
 from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from sslzoo.data.datasets import ManifestDataset
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import STAGE_NAMES, ResNetBackbone, depth_from_state_dict
 from sslzoo.runtime.dist import DistContext, init_distributed
@@ -119,7 +123,6 @@ def build_transform(protocol: FeatureProtocol) -> Callable[[Any], torch.Tensor]:
 
 def load_backbone_model(path: str | os.PathLike[str]) -> ResNetBackbone:
     """A :class:`ResNetBackbone` of the inferred depth with the weights of a backbone file, in eval mode."""
-    from sslzoo.checkpoints import load_checkpoint
 
     state_dict = load_checkpoint(path)
     if not isinstance(state_dict, dict):
@@ -203,7 +206,6 @@ def compute_features(
     Returns:
         On rank 0, layer name -> float32 ``[N, D]``; ``None`` on the other ranks.
     """
-    from tqdm import tqdm
 
     if ctx is None:
         ctx = DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -235,7 +237,6 @@ def compute_features(
         }
     if not ctx.distributed:
         return shard
-    import torch.distributed as dist
 
     gathered: list[dict[str, np.ndarray]] | None = (
         [{} for _ in range(ctx.world_size)] if ctx.is_main else None
@@ -281,7 +282,6 @@ def extract_features(
     ``dataset`` picks the entry of the features config (crop and layers). Under torchrun only
     rank 0 writes. Returns the arrays written (rank 0) or ``None`` (other ranks).
     """
-    from sslzoo.data.datasets import ManifestDataset
 
     ctx = ctx or init_distributed()
     protocol = load_feature_protocol(config_path, dataset)

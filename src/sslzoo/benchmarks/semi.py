@@ -43,6 +43,7 @@ from sslzoo.benchmarks.classifier_loop import (
     training_run_record,
 )
 from sslzoo.benchmarks.classifier_transforms import build_eval_transform, build_train_transform
+from sslzoo.benchmarks.features import load_backbone_model
 from sslzoo.benchmarks.heads import init_linear
 from sslzoo.benchmarks.linear_protocol import (
     EvalTransformConfig,
@@ -55,6 +56,7 @@ from sslzoo.benchmarks.linear_protocol import (
 )
 from sslzoo.benchmarks.protocol_files import read_protocol
 from sslzoo.benchmarks.semi_grid import TOP1, TOP5, setting_label
+from sslzoo.data.datasets import ManifestDataset
 from sslzoo.errors import SslzooError
 from sslzoo.io import git_revision, write_json
 from sslzoo.models.backbone import ResNetBackbone
@@ -261,8 +263,6 @@ def semi_benchmark(
     ``grid_point`` (the ``lr{lr}_head{mult}`` folder) are the names ``meta`` records. Rank 0
     writes and returns the metrics, the other processes None.
     """
-    from sslzoo.benchmarks.features import load_backbone_model
-    from sslzoo.data.datasets import ManifestDataset
 
     if not (math.isfinite(lr) and lr > 0 and math.isfinite(head_mult) and head_mult > 0):
         raise SslzooError(f"--lr and --head-mult must be positive numbers, got {lr} and {head_mult}")
