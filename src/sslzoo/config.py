@@ -2,7 +2,11 @@
 
 The schema is ``sslzoo/schemas/model.schema.yaml`` (JSON-Schema 2020-12 written in YAML). A
 config that does not match it raises :class:`~sslzoo.errors.SslzooError` naming the file, the
-key path (``train.optimizer.lr``) and what the schema expects there.
+key path (``train.optimizer.lr``) and what the schema expects there. :func:`validate` is also
+how the protocol files are checked (:mod:`sslzoo.benchmarks.protocol_files`); their schemas
+share definitions through ``$ref`` to another file of ``sslzoo/schemas/``
+(``protocol_common.schema.yaml#/$defs/gpus``), and a property whose schema is such a ``$ref``
+takes the ``default`` of the definition.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import jsonschema
 import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from sslzoo.errors import SslzooError
 from sslzoo.io import read_yaml
@@ -27,6 +35,26 @@ MODEL_SCHEMA = SCHEMA_DIR / "model.schema.yaml"
 @cache
 def _schema(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
+
+
+def resolve_ref(ref: str) -> dict[str, Any]:
+    """The schema a ``$ref`` of the form ``<file in sslzoo/schemas>#/<json pointer>`` points at."""
+    name, _, pointer = ref.partition("#")
+    if not name:
+        raise ValueError(f"$ref {ref!r}: name the schema file (<file>#/$defs/<name>) so it resolves anywhere")
+    node: Any = _schema(SCHEMA_DIR / name)
+    for part in filter(None, pointer.split("/")):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def _property_default(subschema: dict[str, Any]) -> tuple[bool, Any]:
+    """(True, default) of a property's schema, following a ``$ref`` without a default of its own."""
+    if "default" in subschema:
+        return True, subschema["default"]
+    if "$ref" in subschema:
+        return _property_default(resolve_ref(subschema["$ref"]))
+    return False, None
 
 
 def _with_defaults(
@@ -43,14 +71,34 @@ def _with_defaults(
     ) -> Iterator[jsonschema.ValidationError]:
         if isinstance(instance, dict):
             for name, subschema in properties.items():
-                if "default" in subschema and name not in instance:
-                    instance[name] = copy.deepcopy(subschema["default"])
+                has_default, default = _property_default(subschema)
+                if has_default and name not in instance:
+                    instance[name] = copy.deepcopy(default)
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": fill_defaults})
 
 
+def _is_int(checker: Any, instance: Any) -> bool:
+    """JSON-Schema ``integer`` without the floats of integral value (``2.0`` is not an integer here)."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
 _DefaultFillingValidator = _with_defaults(jsonschema.Draft202012Validator)
+_StrictDefaultFillingValidator = jsonschema.validators.extend(
+    _DefaultFillingValidator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_int),
+)
+
+
+def _retrieve(uri: str) -> Resource:
+    """A schema that another one ``$ref``s, read from its ``file://`` URI."""
+    return Resource.from_contents(
+        _schema(Path(url2pathname(urlparse(uri).path))), default_specification=DRAFT202012
+    )
+
+
+_REGISTRY: Registry = Registry(retrieve=_retrieve)  # type: ignore[call-arg]
 
 
 def key_path(error: jsonschema.ValidationError) -> str:
@@ -59,13 +107,20 @@ def key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(parts) if parts else "(top level)"
 
 
-def validate(instance: Any, schema_path: Path, source: str | os.PathLike[str]) -> Any:
+def validate(
+    instance: Any, schema_path: Path, source: str | os.PathLike[str], *, strict_integers: bool = False
+) -> Any:
     """Validate ``instance`` in place against the schema at ``schema_path``, filling defaults.
+
+    ``strict_integers``: a float of integral value (``90.0``) is not an ``integer`` (JSON-Schema
+    accepts it by default); the protocol files are checked so, as their loaders always did.
 
     Raises:
         SslzooError: listing every violation as ``<source>: <key path>: <what is expected>``.
     """
-    validator = _DefaultFillingValidator(_schema(schema_path))
+    schema = {**_schema(schema_path), "$id": schema_path.resolve().as_uri()}
+    validator_class = _StrictDefaultFillingValidator if strict_integers else _DefaultFillingValidator
+    validator = validator_class(schema, registry=_REGISTRY)
     errors = sorted(validator.iter_errors(instance), key=lambda err: [str(p) for p in err.absolute_path])
     if errors:
         lines = [f"{source}: {key_path(err)}: {err.message}" for err in errors]

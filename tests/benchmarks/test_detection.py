@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from sslzoo.benchmarks.detection import detection_benchmark
 from sslzoo.benchmarks.detection.detectron2_engine import (
     detectron2_available,
     detectron2_config,
+    wait_for_file,
     write_detectron2_config,
 )
 from sslzoo.benchmarks.detection.evaluate import (
@@ -40,7 +43,6 @@ from sslzoo.benchmarks.detection.models import (
 )
 from sslzoo.benchmarks.detection.train import (
     IterationSettings,
-    SolverConfig,
     load_detection_config,
     train_iterations,
 )
@@ -409,14 +411,17 @@ def test_protocol_gpus_are_the_reference_process_counts_and_bad_ones_are_named(t
         assert (cfg.gpus, cfg.solver.batch_size) == (gpus, gpus * per_gpu), name
     raw = yaml.safe_load((CONFIG_DIR / "det_voc0712_mini.yaml").read_text())
     assert load_detection_config(CONFIG_DIR / "det_voc0712_mini.yaml")[0].gpus == raw["gpus"] == 1
-    for value, message in ((2.5, "'gpus' must be int, got 2.5"), (3, r"'solver.batch_size' 4 .* 'gpus' 3")):
+    for value, message in (
+        (2.5, "gpus: 2.5 is not of type 'integer'"),
+        (3, r"solver.batch_size: 4 .* gpus 3"),
+    ):
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**raw, "gpus": value}))
         with pytest.raises(SslzooError, match=f"bad.yaml: {message}"):
             load_detection_config(tmp_path / "bad.yaml")
 
 
 def test_warmup_multistep_schedule_is_detectron2s():
-    schedule = SolverConfig().schedule()
+    schedule = load_detection_config(CONFIG_DIR / "det_voc0712.yaml")[0].solver.schedule()
     assert schedule.lr(0.02, 0) == pytest.approx(0.02 * 0.001)
     assert schedule.lr(0.02, 50) == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))
     assert [schedule.lr(0.02, i) for i in (100, 17999, 18000, 21999, 22000, 23999)] == pytest.approx(
@@ -676,3 +681,22 @@ def test_coco_benchmark_end_to_end(tmp_path, r18):
     columns = {"mAP(Box)", "AP50(Box)", "AP75(Box)", "mAP(Mask)", "AP50(Mask)", "AP75(Mask)"}
     assert metrics is not None and set(metrics) == columns | {"meta"}
     assert json.loads(out.read_text())["meta"]["num_classes"] == 2
+
+
+def test_rank0_wait_ends_when_the_file_holds_the_text_and_fails_clearly_after_its_timeout(tmp_path):
+    target = tmp_path / "detectron2_config.yaml"
+    target.write_text("old: 1\n")
+    writer = threading.Timer(0.2, target.write_text, args=("new: 2\n",))
+    writer.start()
+    start = time.monotonic()
+    wait_for_file(target, "new: 2\n", "the config", timeout_s=10.0, poll_s=0.05)
+    assert 0.15 <= time.monotonic() - start < 5.0
+    writer.join()
+    start = time.monotonic()
+    with pytest.raises(
+        SslzooError, match=r"waited 0.3 s for the config in .*detectron2_config.yaml, which still holds other"
+    ):
+        wait_for_file(target, "newer: 3\n", "the config", timeout_s=0.3, poll_s=0.05)
+    assert 0.3 <= time.monotonic() - start < 3.0
+    with pytest.raises(SslzooError, match=r"missing.yaml, which still does not exist"):
+        wait_for_file(tmp_path / "missing.yaml", "x", "the config", timeout_s=0.1, poll_s=0.05)

@@ -112,9 +112,12 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     bad.write_text(
         "resize: 8\ncrop: 8\npooling: {feature1: [2, 2]}\ndatasets:\n  voc07: {center_crop: false, layers: [feature1]}\n"
     )
-    with pytest.raises(SslzooError, match="pooling.feature1"):
+    with pytest.raises(SslzooError, match=r"features.yaml: pooling.feature1: \[2, 2\] is too short"):
         load_feature_protocol(bad, "voc07")
-    with pytest.raises(SslzooError, match="no entry for dataset 'places205'"):
+    bad.write_text("resize: 8\ncrop: 8\ndatasets:\n  voc07: {center_crop: false, layers: [feature1]}\n")
+    with pytest.raises(SslzooError, match="features.yaml: pooling.feature1: missing; datasets.voc07.layers needs"):
+        load_feature_protocol(bad, "voc07")
+    with pytest.raises(SslzooError, match="features.yaml: datasets.places205: no entry for dataset 'places205'"):
         load_feature_protocol(bad, "places205")
 
 

@@ -82,7 +82,9 @@ def test_matches_naive_implementation_for_several_k() -> None:
 def test_result_does_not_depend_on_chunk_size() -> None:
     train_x, train_y, test_x, test_y = (torch.from_numpy(a) for a in _clustered(300, 97, 10, 16, seed=1))
     runs = [
-        knn_classify(train_x, train_y, test_x, test_y, ks=(10, 20, 100, 200), chunk_size=chunk)
+        knn_classify(
+            train_x, train_y, test_x, test_y, ks=(10, 20, 100, 200), temperature=0.07, chunk_size=chunk
+        )
         for chunk in (1, 7, 32, 1000)
     ]
     assert all(run == runs[0] for run in runs[1:])
@@ -95,17 +97,25 @@ def test_ties_go_to_the_lower_training_index_and_lower_class() -> None:
     values, indices = nearest_neighbours(torch.tensor([[0.5, 1.0, 1.0, 1.0, 0.5]]), 2)
     assert indices.tolist() == [[1, 2]] and values.tolist() == [[1.0, 1.0]]
     # k=1: the tie between rows 1, 2, 3 goes to row 1 (class 2)
-    (k1,) = knn_classify(train_x, train_y, torch.tensor([v]), torch.tensor([2]), ks=(1,), num_classes=4)
+    (k1,) = knn_classify(train_x, train_y, torch.tensor([v]), torch.tensor([2]), (1,), 0.07, 4, chunk_size=8)
     assert k1.top1 == 100.0
     # k=2: rows 1 and 2 (classes 2 and 0) with equal votes; the lower class (0) is predicted
-    (k2,) = knn_classify(train_x, train_y, torch.tensor([v]), torch.tensor([0]), ks=(2,), num_classes=4)
+    (k2,) = knn_classify(train_x, train_y, torch.tensor([v]), torch.tensor([0]), (2,), 0.07, 4, chunk_size=8)
     assert k2.top1 == 100.0 and k2.top5 == 100.0
 
 
 def test_k_larger_than_training_set_is_an_error() -> None:
     x = torch.randn(5, 3)
     with pytest.raises(SslzooError, match="1..5"):
-        knn_classify(x, torch.zeros(5, dtype=torch.long), x, torch.zeros(5, dtype=torch.long), ks=(10,))
+        knn_classify(
+            x,
+            torch.zeros(5, dtype=torch.long),
+            x,
+            torch.zeros(5, dtype=torch.long),
+            (10,),
+            0.07,
+            chunk_size=8,
+        )
 
 
 def test_knn_step_writes_metrics_with_meta(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import torch
 import torch.multiprocessing as mp
 
 from sslzoo.benchmarks.knn import knn_classify
-from sslzoo.benchmarks.knn_dist import knn_classify_distributed, rank_rows
 from sslzoo.runtime.dist import DistContext
+from tests.benchmarks.knn_dist import knn_classify_distributed, rank_rows
 
 KS = (1, 5, 20, 60)
 # (test rows, chunk size): several blocks with a short last one; fewer blocks than processes

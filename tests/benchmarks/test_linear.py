@@ -26,13 +26,7 @@ from sslzoo.benchmarks.classifier_loop import (
 )
 from sslzoo.benchmarks.classifier_transforms import Lighting
 from sslzoo.benchmarks.heads import PooledLinearHead, build_linear_classifier
-from sslzoo.benchmarks.linear_protocol import (
-    DEFAULT_GPUS,
-    TrainSettings,
-    load_linear_config,
-    parse_gpus,
-    read_pooling_table,
-)
+from sslzoo.benchmarks.linear_protocol import TrainSettings, load_linear_config, read_pooling_table
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
 from sslzoo.runtime.dist import DistContext
@@ -316,7 +310,6 @@ def test_protocol_gpus_are_the_reference_process_counts() -> None:
         gpus, per_gpu = reference_gpus_and_batch(path)
         assert (config.gpus, config.train.batch_size) == (gpus, gpus * per_gpu), path
         assert raw["gpus"] == config.gpus
-    assert parse_gpus({}, "x.yaml", 256) == DEFAULT_GPUS  # a protocol without the key
 
 
 def test_repository_configs_load_and_bad_ones_are_named(tmp_path: Path) -> None:
@@ -340,15 +333,15 @@ def test_repository_configs_load_and_bad_ones_are_named(tmp_path: Path) -> None:
         .replace("features_mini.yaml", str(CONFIG_DIR / "features_mini.yaml"))
     )
     cases = {
-        "typo": (base + "epochz: 3\n", r"unknown key\(s\) \['epochz'\]"),
-        "layer": (base.replace("feature5]", "feature6]"), "'layers' must be distinct names"),
-        "steps": (base.replace("steps: [2, 3]", "steps: [3, 2]"), "schedule: 'steps' must be increasing"),
-        "jitter": (base.replace("[0.4, 0.4, 0.4, 0.0]", "[0.4]"), "train_transform: 'color_jitter'"),
+        "typo": (base + "epochz: 3\n", r"typo.yaml: \(top level\): Additional properties .*'epochz' was unexpected"),
+        "layer": (base.replace("feature5]", "feature6]"), r"layer.yaml: layers.4: 'feature6' is not one of"),
+        "steps": (base.replace("steps: [2, 3]", "steps: [3, 2]"), "steps.yaml: schedule.steps: expected increasing epochs"),
+        "jitter": (base.replace("[0.4, 0.4, 0.4, 0.0]", "[0.4]"), r"jitter.yaml: train_transform.color_jitter: \[0.4\] is too short"),
         "pooling": (base.replace(str(CONFIG_DIR / "features_mini.yaml"), str(tmp_path / "nothing.yaml")), "nothing.yaml: file not found"),
-        "gpus_type": (base.replace("gpus: 1", "gpus: eight"), r"gpus_type.yaml: 'gpus' must be int, got 'eight'"),
-        "gpus_bool": (base.replace("gpus: 1", "gpus: true"), r"gpus_bool.yaml: 'gpus' must be int"),
-        "gpus_zero": (base.replace("gpus: 1", "gpus: 0"), r"gpus_zero.yaml: 'gpus' must be a positive integer"),
-        "gpus_split": (base.replace("gpus: 1", "gpus: 3"), r"gpus_split.yaml: 'batch_size' 32 .* does not divide by 'gpus' 3"),
+        "gpus_type": (base.replace("gpus: 1", "gpus: eight"), r"gpus_type.yaml: gpus: 'eight' is not of type 'integer'"),
+        "gpus_bool": (base.replace("gpus: 1", "gpus: true"), r"gpus_bool.yaml: gpus: True is not of type 'integer'"),
+        "gpus_zero": (base.replace("gpus: 1", "gpus: 0"), r"gpus_zero.yaml: gpus: 0 is less than the minimum of 1"),
+        "gpus_split": (base.replace("gpus: 1", "gpus: 3"), r"gpus_split.yaml: batch_size: 32 .* does not divide by gpus 3"),
     }  # fmt: skip
     for name, (text, message) in cases.items():
         path = tmp_path / f"{name}.yaml"
@@ -396,8 +389,9 @@ def test_step_writes_the_metrics_of_both_protocols(tmp_path: Path) -> None:
     samples = _write_images(tmp_path / "images", 10, 2)
     train = _write_manifest(tmp_path / "train.json", tmp_path / "images", samples[:8], 2, "train")
     val = _write_manifest(tmp_path / "val.json", tmp_path / "images", samples[8:], 2, "val")
-    (tmp_path / "pooling.yaml").write_text(
-        "pooling:\n" + "".join(f"  {layer}: {list(p)}\n" for layer, p in TINY_POOLING.items())
+    (tmp_path / "pooling.yaml").write_text(  # a features config: its pooling table is what counts
+        "resize: 37\ncrop: 32\ndatasets: {}\npooling:\n"
+        + "".join(f"  {layer}: {list(p)}\n" for layer, p in TINY_POOLING.items())
     )
     parser = argparse.ArgumentParser()
     step.add_arguments(parser)
@@ -444,8 +438,8 @@ def test_step_writes_the_metrics_of_both_protocols(tmp_path: Path) -> None:
         assert (run["seed"], run["torch"], run["cuda"]) == (0, torch.__version__, torch.version.cuda)
         assert run["protocol"] == {
             "config": str(tmp_path / f"{name}.yaml"),
-            "gpus": DEFAULT_GPUS,
-            "per_process_batch": 4 // DEFAULT_GPUS,
+            "gpus": 1,  # the schema's default: the files here give no gpus
+            "per_process_batch": 4,
             "accumulate": 1,
             "total_batch": 4,
         }

@@ -136,7 +136,7 @@ def test_sliding_window_equals_whole_image_when_one_window_covers_it():
 
 
 def test_poly_schedule_is_mmcvs():
-    train = SegTrainSettings(max_iter=100, lr=0.01, power=0.9, min_lr=1e-4)
+    train = SegTrainSettings(max_iter=100, batch_size=16, lr=0.01, power=0.9, min_lr=1e-4)
     assert train.lr_at(0.01, 0) == pytest.approx(0.01)
     assert train.lr_at(0.01, 50) == pytest.approx((0.01 - 1e-4) * 0.5**0.9 + 1e-4)
     assert train.lr_at(0.01, 100) == pytest.approx(1e-4)
@@ -166,8 +166,8 @@ def test_protocol_gpus_are_the_reference_process_counts_and_bad_ones_are_named(t
         assert (cfg.gpus, cfg.train.batch_size) == (gpus, gpus * per_gpu), name
     raw = yaml.safe_load((CONFIG_DIR / "seg_voc12aug_mini.yaml").read_text())
     for value, message in (
-        ("four", "'gpus' must be int, got 'four'"),
-        (3, r"'train.batch_size' 4 .* 'gpus' 3"),
+        ("four", "gpus: 'four' is not of type 'integer'"),
+        (3, r"train.batch_size: 4 .* gpus 3"),
     ):
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**raw, "gpus": value}))
         with pytest.raises(SslzooError, match=f"bad.yaml: {message}"):

@@ -140,8 +140,8 @@ def test_protocol_gpus_are_the_reference_process_counts_and_bad_ones_are_named(t
         assert config.gpus == expected, path
     text = (CONFIG_DIR / "semi_in1k_1pct_mini.yaml").read_text()
     for value, message in (
-        ("'4'", "'gpus' must be int, got '4'"),
-        ("-1", "'gpus' must be a positive integer"),
+        ("'4'", "gpus: '4' is not of type 'integer'"),
+        ("-1", "gpus: -1 is less than the minimum of 1"),
     ):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text.replace("gpus: 1", f"gpus: {value}"))

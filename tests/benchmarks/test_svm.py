@@ -224,10 +224,12 @@ def test_configs_and_inputs_are_checked(tmp_path):
     assert len(SvmSettings().costs) == 19
     bad = tmp_path / "bad.yaml"
     for text, message in (
-        ("cost: [1.0]\n", "unknown keys"),
-        ("costs: [1.0, -2.0]\n", "costs"),
-        ("class_weight: {1: 2}\n", "class_weight"),
-        ("layers: [feature9]\n", "layers"),
+        ("cost: [1.0]\n", r"bad.yaml: \(top level\): Additional properties .*'cost' was unexpected"),
+        ("costs: [1.0, -2.0]\n", "bad.yaml: costs.1: -2.0 is less than or equal to the minimum of 0"),
+        ("costs: [1.0, 1.0]\n", "bad.yaml: costs: .* non-unique elements"),
+        ("class_weight: {1: 2}\n", "bad.yaml: class_weight: {1: 2} does not have enough properties"),
+        ("class_weight: {1: 2, 2: 1}\n", r"bad.yaml: class_weight: must be \{1: <positive weight>"),
+        ("layers: [feature9]\n", "bad.yaml: layers.0: 'feature9' is not one of"),
     ):
         bad.write_text(text)
         with pytest.raises(SslzooError, match=message):

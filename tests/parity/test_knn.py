@@ -28,7 +28,7 @@ def test_knn_top1_and_top5_equal_the_reference_for_every_k(
     train_x, train_y, num_classes = _load(mini.features["imagenet_train"])
     test_x, test_y, _ = _load(mini.features["imagenet_val"])
     assert len(test_x) >= 100  # the reference splits the test rows into 100 chunks
-    ours = knn_classify(train_x, train_y, test_x, test_y, KS, TEMPERATURE, num_classes)
+    ours = knn_classify(train_x, train_y, test_x, test_y, KS, TEMPERATURE, num_classes, chunk_size=256)
     config = tmp_path / "knn.yaml"
     config.write_text(f"layer: avgpool\nks: {list(KS)}\ntemperature: {TEMPERATURE}\n")
     metrics = knn_benchmark(

@@ -34,11 +34,11 @@ from sslzoo.benchmarks.detection.evaluate import coco_metrics, coco_results, pre
 from sslzoo.benchmarks.detection.models import InputConfig, ModelConfig, build_detector
 from sslzoo.benchmarks.features import extract_features
 from sslzoo.benchmarks.knn import knn_classify
-from sslzoo.benchmarks.knn_dist import knn_classify_distributed
 from sslzoo.benchmarks.svm_voc07 import svm_benchmark
 from sslzoo.data.constants import VOC_CLASSES
 from sslzoo.data.detection import CocoDetection, VocDetection
 from sslzoo.runtime.dist import DistContext
+from tests.benchmarks.knn_dist import knn_classify_distributed
 from tests.parity.conftest import FEATURES_CONFIG
 from tests.parity.predictions import OracleDetector, coco_predictions, voc_predictions
 from tests.parity.reference import Recorder
@@ -192,7 +192,7 @@ def test_one_and_three_processes_give_the_same_numbers(mini: Any, tmp_path: Path
                 (r.k, r.top1, r.top5)
                 for r in knn_classify(
                     torch.from_numpy(train["avgpool"]), torch.from_numpy(train["labels"]),
-                    torch.from_numpy(val["avgpool"]), torch.from_numpy(val["labels"]), KS, 0.07,
+                    torch.from_numpy(val["avgpool"]), torch.from_numpy(val["labels"]), KS, 0.07, chunk_size=256,
                 )
             ]  # fmt: skip
     assert knn_files["three"] == knn_files["one"]

@@ -226,3 +226,26 @@ def test_unregistered_benchmark_names_the_key_and_the_registry(workdir: Path) ->
     out = result.stdout + result.stderr
     assert "config key 'benchmarks.knn_places205': not a benchmark of sslzoo" in out
     assert "src/sslzoo/benchmarks/registry.py" in out
+
+
+def test_invalid_protocol_file_fails_before_any_job_naming_file_and_key(workdir: Path) -> None:
+    protocols = workdir / "config" / "benchmarks"
+    knn = protocols / "knn_mini.yaml"
+    knn.write_text(knn.read_text().replace("temperature: 0.07", "temperature: warm"))
+    semi = protocols / "semi_in1k_1pct_mini.yaml"
+    semi.write_text(
+        "\n".join(line for line in semi.read_text().splitlines() if not line.startswith("epochs:"))
+    )
+    result = snakemake(workdir, "-n", "--configfile", "config/mini.yaml", "--cores", "1")
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    # the first invalid file in config order stops the run: its config key, file and key
+    assert (
+        "config key 'benchmarks.knn_imagenet': invalid protocol file config/benchmarks/knn_mini.yaml" in out
+    )
+    assert "config/benchmarks/knn_mini.yaml: temperature: 'warm' is not of type 'number'" in out
+    knn.write_text(knn.read_text().replace("temperature: warm", "temperature: 0.07"))
+    result = snakemake(workdir, "-n", "--configfile", "config/mini.yaml", "--cores", "1")
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "config/benchmarks/semi_in1k_1pct_mini.yaml: (top level): 'epochs' is a required property" in out

@@ -8,7 +8,9 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from sslzoo.benchmarks.protocol_files import read_protocol
 from sslzoo.benchmarks.registry import BENCHMARKS, of_kind, table_of
+from sslzoo.errors import SslzooError
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -53,6 +55,27 @@ def _load_model_configs():
         if stage1 and stage1 not in configs:
             configs[stage1] = _load_model_config(stage1, f"stage1 of config/models/{name}.yaml")
     return configs
+
+
+def _check_protocol(path, kind, key):
+    """Validate protocol file `path` against the schema of its `kind` (sslzoo/schemas/), as the
+    step will again; `key` names the config key that asked for it. Returns the values with the
+    schema's defaults filled."""
+    try:
+        return read_protocol(path, kind)[1]
+    except SslzooError as err:
+        _fail(key, f"invalid protocol file {path}:\n{err}")
+
+
+def _check_protocols():
+    """Every protocol file the workflow uses, validated before any job: the features config, the
+    protocol of each benchmark, and the features config whose pooling table a linear protocol names."""
+    _check_protocol(config["features"], "features", "features")
+    for bench, path in config["benchmarks"].items():
+        protocol = _check_protocol(path, BENCHMARKS[bench].kind, f"benchmarks.{bench}")
+        if BENCHMARKS[bench].kind == "linear" and "pooling_from" in protocol:
+            pooling_from = os.path.join(os.path.dirname(path), protocol["pooling_from"])
+            _check_protocol(pooling_from, "features", f"benchmarks.{bench} (pooling_from)")
 
 
 # dataset keys that name folders / files, as in workflow/schemas/config.schema.yaml
@@ -116,6 +139,7 @@ def _check_files():
 
 MODEL_CONFIGS = _load_model_configs()
 _check_files()
+_check_protocols()
 
 PRETRAINED = list(config["models"])  # benchmarked and in the tables
 # pretrained, benchmarked or not (ORL's stage-1 models only feed its stage 2)

@@ -26,13 +26,17 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
+from tqdm import tqdm
 
+from sslzoo.benchmarks.protocol_files import read_protocol
+from sslzoo.checkpoints import load_checkpoint
 from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from sslzoo.data.datasets import ManifestDataset
 from sslzoo.errors import SslzooError
-from sslzoo.io import read_yaml
 from sslzoo.models.backbone import STAGE_NAMES, ResNetBackbone, depth_from_state_dict
 from sslzoo.runtime.dist import DistContext, init_distributed
 
@@ -59,8 +63,8 @@ class FeatureProtocol:
     center_crop: bool
     layers: tuple[str, ...]
     pooling: dict[str, tuple[int, int, int]]
-    batch_size: int = 64
-    workers: int = 4
+    batch_size: int
+    workers: int
 
     @property
     def stages(self) -> list[int]:
@@ -68,49 +72,35 @@ class FeatureProtocol:
         return sorted({5 if layer == GLOBAL_POOL else int(layer[-1]) for layer in self.layers})
 
 
-def _require(mapping: dict[str, Any], key: str, source: str) -> Any:
-    if not isinstance(mapping, dict) or key not in mapping:
-        raise SslzooError(f"{source}: missing key '{key}'")
-    return mapping[key]
-
-
 def load_feature_protocol(config_path: str | os.PathLike[str], dataset: str) -> FeatureProtocol:
-    """Read the features config and return the protocol for ``dataset``, validating every key."""
+    """Read the features config, validate it (``sslzoo/schemas/features.schema.yaml``) and return
+    the protocol for ``dataset``; every ``featureN`` layer of the dataset needs a pooling entry."""
     source = str(config_path)
-    cfg = read_yaml(config_path)
-    datasets = _require(cfg, "datasets", source)
+    _, cfg = read_protocol(config_path, "features")
+    datasets = cfg["datasets"]
     if dataset not in datasets:
         raise SslzooError(
-            f"{source}: no entry for dataset '{dataset}' under 'datasets' (have {sorted(datasets)})"
+            f"{source}: datasets.{dataset}: no entry for dataset '{dataset}' under 'datasets' (have {sorted(datasets)})"
         )
     entry = datasets[dataset]
-    layers = tuple(_require(entry, "layers", f"{source}: datasets.{dataset}"))
-    unknown = [layer for layer in layers if layer not in LAYER_NAMES]
-    if not layers or unknown:
-        raise SslzooError(
-            f"{source}: datasets.{dataset}.layers {list(layers)}: each must be one of {list(LAYER_NAMES)}"
-        )
-    pooling_cfg = cfg.get("pooling") or {}
     pooling: dict[str, tuple[int, int, int]] = {}
-    for layer in layers:
+    for layer in entry["layers"]:
         if layer == GLOBAL_POOL:
             continue
-        value = pooling_cfg.get(layer)
-        if not (
-            isinstance(value, list | tuple) and len(value) == 3 and all(isinstance(v, int) for v in value)
-        ):
+        if layer not in cfg["pooling"]:
             raise SslzooError(
-                f"{source}: pooling.{layer} must be [kernel, stride, padding] integers, got {value!r}"
+                f"{source}: pooling.{layer}: missing; datasets.{dataset}.layers needs its [kernel, stride, padding]"
             )
-        pooling[layer] = (value[0], value[1], value[2])
+        kernel, stride, padding = cfg["pooling"][layer]
+        pooling[layer] = (kernel, stride, padding)
     return FeatureProtocol(
-        resize=int(_require(cfg, "resize", source)),
-        crop=int(_require(cfg, "crop", source)),
-        center_crop=bool(_require(entry, "center_crop", f"{source}: datasets.{dataset}")),
-        layers=layers,
+        resize=cfg["resize"],
+        crop=cfg["crop"],
+        center_crop=entry["center_crop"],
+        layers=tuple(entry["layers"]),
         pooling=pooling,
-        batch_size=int(cfg.get("batch_size", 64)),
-        workers=int(cfg.get("workers", 4)),
+        batch_size=cfg["batch_size"],
+        workers=cfg["workers"],
     )
 
 
@@ -133,7 +123,6 @@ def build_transform(protocol: FeatureProtocol) -> Callable[[Any], torch.Tensor]:
 
 def load_backbone_model(path: str | os.PathLike[str]) -> ResNetBackbone:
     """A :class:`ResNetBackbone` of the inferred depth with the weights of a backbone file, in eval mode."""
-    from sslzoo.checkpoints import load_checkpoint
 
     state_dict = load_checkpoint(path)
     if not isinstance(state_dict, dict):
@@ -217,7 +206,6 @@ def compute_features(
     Returns:
         On rank 0, layer name -> float32 ``[N, D]``; ``None`` on the other ranks.
     """
-    from tqdm import tqdm
 
     if ctx is None:
         ctx = DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -249,7 +237,6 @@ def compute_features(
         }
     if not ctx.distributed:
         return shard
-    import torch.distributed as dist
 
     gathered: list[dict[str, np.ndarray]] | None = (
         [{} for _ in range(ctx.world_size)] if ctx.is_main else None
@@ -295,7 +282,6 @@ def extract_features(
     ``dataset`` picks the entry of the features config (crop and layers). Under torchrun only
     rank 0 writes. Returns the arrays written (rank 0) or ``None`` (other ranks).
     """
-    from sslzoo.data.datasets import ManifestDataset
 
     ctx = ctx or init_distributed()
     protocol = load_feature_protocol(config_path, dataset)

@@ -5,7 +5,8 @@ Non-Parametric Instance Discrimination"), as used by mmselfsup
 ``tools/benchmarks/classification/knn_imagenet`` (PROTOCOLS.md "kNN classification"):
 
 - rows L2-normalised, similarity = cosine (dot product of the normalised rows);
-- the k most similar training rows vote for their class with weight ``exp(sim / T)``, T = 0.07;
+- the k most similar training rows vote for their class with weight ``exp(sim / T)`` (the
+  protocol's T, 0.07, is the default of ``sslzoo/schemas/knn.schema.yaml``);
 - classes ranked by summed vote (classes without votes last); top-1 and top-5 (among the first
   ``min(5, k)``) accuracy in %.
 
@@ -27,8 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sslzoo.benchmarks.protocol_files import read_protocol
 from sslzoo.errors import SslzooError
-from sslzoo.io import git_revision, read_yaml, write_json
+from sslzoo.io import git_revision, write_json
 from sslzoo.run_record import run_record
 
 
@@ -91,10 +93,11 @@ def knn_classify(
     train_labels: torch.Tensor,
     test_features: torch.Tensor,
     test_labels: torch.Tensor,
-    ks: Sequence[int] = (10, 20, 100, 200),
-    temperature: float = 0.07,
+    ks: Sequence[int],
+    temperature: float,
     num_classes: int | None = None,
-    chunk_size: int = 256,
+    *,
+    chunk_size: int,
 ) -> list[KnnResult]:
     """Weighted kNN top-1/top-5 accuracy (%) of the test rows for each k.
 
@@ -143,38 +146,22 @@ def knn_classify(
 
 @dataclass(frozen=True)
 class KnnConfig:
-    """``config/benchmarks/knn*.yaml``."""
+    """``config/benchmarks/knn*.yaml`` (keys and defaults: ``sslzoo/schemas/knn.schema.yaml``)."""
 
-    layer: str = "avgpool"
-    ks: tuple[int, ...] = (10, 20, 100, 200)
-    temperature: float = 0.07
-    chunk_size: int = 256
+    layer: str
+    ks: tuple[int, ...]
+    temperature: float
+    chunk_size: int
 
 
 def load_knn_config(path: str | os.PathLike[str]) -> tuple[KnnConfig, dict[str, Any]]:
-    """The validated config and the raw dict (recorded in metrics.json)."""
-    raw = read_yaml(path) or {}
-    if not isinstance(raw, dict):
-        raise SslzooError(f"{path}: expected a mapping of kNN settings")
-    unknown = sorted(set(raw) - set(KnnConfig.__dataclass_fields__))
-    if unknown:
-        raise SslzooError(
-            f"{path}: unknown keys {unknown}; allowed: {sorted(KnnConfig.__dataclass_fields__)}"
-        )
-    ks = raw.get("ks", list(KnnConfig.ks))
-    if not (isinstance(ks, list) and ks and all(isinstance(k, int) and k >= 1 for k in ks)):
-        raise SslzooError(f"{path}: ks must be a non-empty list of positive integers, got {ks!r}")
-    temperature = raw.get("temperature", KnnConfig.temperature)
-    if not (isinstance(temperature, int | float) and temperature > 0):
-        raise SslzooError(f"{path}: temperature must be a positive number, got {temperature!r}")
-    chunk_size = raw.get("chunk_size", KnnConfig.chunk_size)
-    if not (isinstance(chunk_size, int) and chunk_size >= 1):
-        raise SslzooError(f"{path}: chunk_size must be a positive integer, got {chunk_size!r}")
+    """The validated config and the file's mapping with every value filled (recorded in metrics.json)."""
+    raw, cfg = read_protocol(path, "knn")
     config = KnnConfig(
-        layer=str(raw.get("layer", KnnConfig.layer)),
-        ks=tuple(ks),
-        temperature=float(temperature),
-        chunk_size=chunk_size,
+        layer=cfg["layer"],
+        ks=tuple(cfg["ks"]),
+        temperature=float(cfg["temperature"]),
+        chunk_size=cfg["chunk_size"],
     )
     return config, {
         **raw,

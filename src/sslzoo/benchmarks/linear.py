@@ -42,8 +42,10 @@ from sslzoo.benchmarks.classifier_loop import (
     training_run_record,
 )
 from sslzoo.benchmarks.classifier_transforms import build_eval_transform, build_train_transform
+from sslzoo.benchmarks.features import load_backbone_model
 from sslzoo.benchmarks.heads import build_linear_classifier
 from sslzoo.benchmarks.linear_protocol import LAYER_COLUMNS, load_linear_config
+from sslzoo.data.datasets import ManifestDataset
 from sslzoo.io import file_digest, git_revision, write_json
 from sslzoo.runtime.dist import DistContext, init_distributed
 
@@ -69,8 +71,6 @@ def linear_benchmark(
     the names ``meta`` records. Under torchrun every process trains its share of each batch; rank
     0 writes and returns the metrics, the others None.
     """
-    from sslzoo.benchmarks.features import load_backbone_model
-    from sslzoo.data.datasets import ManifestDataset
 
     ctx = ctx or init_distributed()
     config, raw_config = load_linear_config(config_path)

@@ -61,6 +61,8 @@ from torch.utils.data import Dataset
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from tqdm import tqdm
 
+from sslzoo.benchmarks.linear_protocol import check_gpus
+from sslzoo.benchmarks.protocol_files import build_dataclass, read_protocol, schema_default
 from sslzoo.data.segmentation import IGNORE_INDEX, PipelineConfig
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone
@@ -160,7 +162,8 @@ class FCNHead(nn.Module):
 
 @dataclass(frozen=True)
 class FCNConfig:
-    """The ``model`` section of a segmentation protocol (mmseg ``fcn_r50-d8.py`` values).
+    """The ``model`` section of a segmentation protocol (mmseg ``fcn_r50-d8.py`` values, the
+    defaults of ``sslzoo/schemas/segmentation.schema.yaml``).
 
     Attributes:
         norm: ``SyncBN`` (SyncBatchNorm when distributed on GPUs) or ``BN``.
@@ -170,18 +173,18 @@ class FCNConfig:
         strides, dilations, contract_dilation: of the backbone stages.
     """
 
-    norm: str = "SyncBN"
-    channels: int = 512
-    num_convs: int = 2
-    concat_input: bool = True
-    dropout: float = 0.1
-    aux_channels: int = 256
-    aux_num_convs: int = 1
-    aux_weight: float = 0.4
-    align_corners: bool = False
-    strides: tuple[int, ...] = (1, 2, 1, 1)
-    dilations: tuple[int, ...] = (1, 1, 2, 4)
-    contract_dilation: bool = True
+    norm: str = schema_default("seg", "model", "norm")
+    channels: int = schema_default("seg", "model", "channels")
+    num_convs: int = schema_default("seg", "model", "num_convs")
+    concat_input: bool = schema_default("seg", "model", "concat_input")
+    dropout: float = schema_default("seg", "model", "dropout")
+    aux_channels: int = schema_default("seg", "model", "aux_channels")
+    aux_num_convs: int = schema_default("seg", "model", "aux_num_convs")
+    aux_weight: float = schema_default("seg", "model", "aux_weight")
+    align_corners: bool = schema_default("seg", "model", "align_corners")
+    strides: tuple[int, ...] = schema_default("seg", "model", "strides")
+    dilations: tuple[int, ...] = schema_default("seg", "model", "dilations")
+    contract_dilation: bool = schema_default("seg", "model", "contract_dilation")
 
 
 class FCNSegmentor(nn.Module):
@@ -328,9 +331,9 @@ def mean_iou(areas: np.ndarray) -> dict[str, Any]:
 class EvalSettings:
     """The ``test`` section: ``mode`` (whole | slide), ``crop_size`` and ``stride`` of the windows."""
 
-    mode: str = "whole"
-    crop_size: tuple[int, int] = (769, 769)
-    stride: tuple[int, int] = (513, 513)
+    mode: str
+    crop_size: tuple[int, int]
+    stride: tuple[int, int]
 
 
 @torch.no_grad()
@@ -367,7 +370,8 @@ def evaluate_segmentation(
 
 @dataclass(frozen=True)
 class SegTrainSettings:
-    """The ``train`` section (mmseg ``schedule_*.py`` and ``data.samples_per_gpu`` x GPUs).
+    """The ``train`` section (mmseg ``schedule_*.py`` and ``data.samples_per_gpu`` x GPUs; the
+    defaults of ``sslzoo/schemas/segmentation.schema.yaml``).
 
     Attributes:
         max_iter: iterations (20000 VOC12aug, 40000 Cityscapes).
@@ -378,15 +382,15 @@ class SegTrainSettings:
         checkpoint_period: iterations between resume checkpoints.
     """
 
-    max_iter: int = 20000
-    batch_size: int = 16
-    workers: int = 4
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    power: float = 0.9
-    min_lr: float = 1e-4
-    checkpoint_period: int = 2000
+    max_iter: int
+    batch_size: int
+    workers: int = schema_default("seg", "train", "workers")
+    lr: float = schema_default("seg", "train", "lr")
+    momentum: float = schema_default("seg", "train", "momentum")
+    weight_decay: float = schema_default("seg", "train", "weight_decay")
+    power: float = schema_default("seg", "train", "power")
+    min_lr: float = schema_default("seg", "train", "min_lr")
+    checkpoint_period: int = schema_default("seg", "train", "checkpoint_period")
 
     def lr_at(self, base_lr: float, iteration: int) -> float:
         """mmcv poly: ``(base - min_lr) * (1 - i / max_iter) ** power + min_lr``."""
@@ -402,43 +406,32 @@ class SegmentationConfig:
     train: SegTrainSettings
     pipeline: PipelineConfig
     test: EvalSettings
-    gpus: int  # the reference's process count (parse_gpus)
+    gpus: int  # the reference's process count (check_gpus)
 
 
 def load_segmentation_config(path: str | os.PathLike[str]) -> tuple[SegmentationConfig, dict[str, Any]]:
-    """Read and validate ``config/benchmarks/seg_*.yaml``; returns the config and the raw dict.
+    """Read and validate ``config/benchmarks/seg_*.yaml`` (``sslzoo/schemas/segmentation.schema.yaml``);
+    returns the config and the file's mapping as written.
 
-    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear_protocol.parse_gpus`),
+    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear_protocol.check_gpus`),
     ``dataset`` (voc12aug | cityscapes), ``model`` (:class:`FCNConfig`), ``train``
     (:class:`SegTrainSettings`), ``pipeline`` (:class:`~sslzoo.data.segmentation.PipelineConfig`),
     ``test`` (:class:`EvalSettings`).
     """
-    from sslzoo.benchmarks.detection.train import config_section
-    from sslzoo.benchmarks.linear_protocol import config_value, parse_gpus, reject_unknown_keys
-    from sslzoo.io import read_yaml
-
     source = str(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise SslzooError(f"{source}: expected a mapping of segmentation settings")
-    reject_unknown_keys(raw, ("gpus", "dataset", "model", "train", "pipeline", "test"), source)
-    dataset = config_value(raw, "dataset", source, str)
-    if dataset not in DATASETS:
-        raise SslzooError(f"{source}: 'dataset' must be one of {list(DATASETS)}, got {dataset!r}")
-    model = config_section(raw, "model", FCNConfig, source)
-    if model.norm not in ("BN", "SyncBN") or len(model.strides) != 4 or len(model.dilations) != 4:
-        raise SslzooError(f"{source}: model: norm must be BN or SyncBN, strides and dilations 4 values each")
-    train = config_section(raw, "train", SegTrainSettings, source, required=("max_iter", "batch_size"))
-    if train.max_iter < 1 or train.batch_size < 1 or train.checkpoint_period < 1 or train.lr <= 0:
-        raise SslzooError(f"{source}: train: max_iter, batch_size, checkpoint_period and lr must be positive")
-    pipeline = config_section(
-        raw, "pipeline", PipelineConfig, source, required=("img_scale", "ratio_range", "crop_size")
+    raw, cfg = read_protocol(path, "seg")
+    train = build_dataclass(SegTrainSettings, cfg["train"])
+    return (
+        SegmentationConfig(
+            dataset=cfg["dataset"],
+            model=build_dataclass(FCNConfig, cfg["model"]),
+            train=train,
+            pipeline=build_dataclass(PipelineConfig, cfg["pipeline"]),
+            test=build_dataclass(EvalSettings, cfg["test"]),
+            gpus=check_gpus(cfg, source, train.batch_size, "train.batch_size"),
+        ),
+        raw,
     )
-    test = config_section(raw, "test", EvalSettings, source)
-    if test.mode not in ("whole", "slide"):
-        raise SslzooError(f"{source}: test.mode must be whole or slide, got {test.mode!r}")
-    gpus = parse_gpus(raw, source, train.batch_size, "train.batch_size")
-    return SegmentationConfig(dataset, model, train, pipeline, test, gpus), raw
 
 
 def segmentation_benchmark(

@@ -42,21 +42,22 @@ from sslzoo.benchmarks.classifier_loop import (
     training_run_record,
 )
 from sslzoo.benchmarks.classifier_transforms import build_eval_transform, build_train_transform
+from sslzoo.benchmarks.features import load_backbone_model
 from sslzoo.benchmarks.heads import init_linear
 from sslzoo.benchmarks.linear_protocol import (
     EvalTransformConfig,
     TrainSettings,
     TrainTransformConfig,
-    config_value,
+    check_gpus,
     parse_eval_transform,
-    parse_gpus,
     parse_train_settings,
     parse_train_transform,
-    reject_unknown_keys,
 )
+from sslzoo.benchmarks.protocol_files import read_protocol
 from sslzoo.benchmarks.semi_grid import TOP1, TOP5, setting_label
+from sslzoo.data.datasets import ManifestDataset
 from sslzoo.errors import SslzooError
-from sslzoo.io import file_digest, git_revision, read_yaml, write_json
+from sslzoo.io import file_digest, git_revision, write_json
 from sslzoo.models.backbone import ResNetBackbone
 from sslzoo.runtime.dist import DistContext, init_distributed
 
@@ -83,75 +84,43 @@ class SemiConfig:
     train: TrainSettings
     train_transform: TrainTransformConfig
     eval_transform: EvalTransformConfig
-    gpus: int  # the reference's process count (parse_gpus)
-
-
-_SEMI_KEYS = (
-    "gpus",
-    "split_file",
-    "fraction",
-    "lrs",
-    "head_mults",
-    "sync_bn",
-    "epochs",
-    "batch_size",
-    "workers",
-    "optimizer",
-    "schedule",
-    "train_transform",
-    "eval_transform",
-)
-
-
-def _positive_numbers(raw: dict[str, Any], key: str, source: str) -> tuple[float, ...]:
-    values = config_value(raw, key, source, list)
-    if not values or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values
-    ):
-        raise SslzooError(f"{source}: '{key}' must be a non-empty list of positive numbers, got {values!r}")
-    return tuple(float(v) for v in values)
+    gpus: int  # the reference's process count (check_gpus)
 
 
 def load_semi_config(path: str | os.PathLike[str]) -> tuple[SemiConfig, dict[str, Any]]:
-    """Read and validate a semi-supervised protocol file.
+    """Read and validate a semi-supervised protocol file (``sslzoo/schemas/semi.schema.yaml``).
 
-    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear_protocol.parse_gpus`),
+    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear_protocol.check_gpus`),
     ``split_file`` (standard subset list, relative to the working directory, or null),
     ``fraction`` (of each class, when there is no split file), ``lrs`` and ``head_mults`` (the
     grid the workflow expands into jobs), ``sync_bn``, ``epochs``, ``batch_size`` (total),
     ``workers``, ``optimizer: {momentum, weight_decay, nesterov}``, ``schedule: {steps, gamma}``,
     ``train_transform``, ``eval_transform`` (as in :mod:`sslzoo.benchmarks.linear_protocol`).
+
+    Returns:
+        The config and the file's mapping as written (recorded in metrics.json).
     """
     source = str(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise SslzooError(f"{source}: expected a mapping of semi-supervised settings")
-    reject_unknown_keys(raw, _SEMI_KEYS, source)
-    fraction = config_value(raw, "fraction", source, float)
-    if not 0 < fraction <= 1:
-        raise SslzooError(f"{source}: 'fraction' must be in (0, 1], got {fraction!r}")
-    optimizer = config_value(raw, "optimizer", source, dict)
-    where = f"{source}: optimizer"
-    reject_unknown_keys(optimizer, ("momentum", "weight_decay", "nesterov"), where)
-    momentum = config_value(optimizer, "momentum", where, float, 0.9)
-    weight_decay = config_value(optimizer, "weight_decay", where, float)
-    nesterov = config_value(optimizer, "nesterov", where, bool, False)
-    if momentum < 0 or weight_decay < 0 or (nesterov and momentum <= 0):
-        raise SslzooError(f"{where}: momentum and weight_decay must be >= 0 (momentum > 0 with nesterov)")
-    train = parse_train_settings(raw, source)
+    raw, cfg = read_protocol(path, "semi")
+    optimizer = cfg["optimizer"]
+    if optimizer["nesterov"] and optimizer["momentum"] <= 0:
+        raise SslzooError(
+            f"{source}: optimizer.momentum: must be > 0 with nesterov, got {optimizer['momentum']!r}"
+        )
+    train = parse_train_settings(cfg, source)
     config = SemiConfig(
-        split_file=config_value(raw, "split_file", source, (str, type(None)), None),
-        fraction=fraction,
-        lrs=_positive_numbers(raw, "lrs", source),
-        head_mults=_positive_numbers(raw, "head_mults", source),
-        sync_bn=config_value(raw, "sync_bn", source, bool, True),
-        momentum=momentum,
-        weight_decay=weight_decay,
-        nesterov=nesterov,
+        split_file=cfg["split_file"],
+        fraction=float(cfg["fraction"]),
+        lrs=tuple(float(v) for v in cfg["lrs"]),
+        head_mults=tuple(float(v) for v in cfg["head_mults"]),
+        sync_bn=cfg["sync_bn"],
+        momentum=float(optimizer["momentum"]),
+        weight_decay=float(optimizer["weight_decay"]),
+        nesterov=optimizer["nesterov"],
         train=train,
-        train_transform=parse_train_transform(raw, source),
-        eval_transform=parse_eval_transform(raw, source),
-        gpus=parse_gpus(raw, source, train.batch_size),
+        train_transform=parse_train_transform(cfg, source),
+        eval_transform=parse_eval_transform(cfg, source),
+        gpus=check_gpus(cfg, source, train.batch_size),
     )
     return config, raw
 
@@ -293,8 +262,6 @@ def semi_benchmark(
     ``grid_point`` (the ``lr{lr}_head{mult}`` folder) are the names ``meta`` records. Rank 0
     writes and returns the metrics, the other processes None.
     """
-    from sslzoo.benchmarks.features import load_backbone_model
-    from sslzoo.data.datasets import ManifestDataset
 
     if not (math.isfinite(lr) and lr > 0 and math.isfinite(head_mult) and head_mult > 0):
         raise SslzooError(f"--lr and --head-mult must be positive numbers, got {lr} and {head_mult}")

@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from sslzoo.benchmarks.protocol_files import read_protocol, schema_default
 from sslzoo.errors import SslzooError
-from sslzoo.io import git_revision, read_yaml
+from sslzoo.io import git_revision
 from sslzoo.run_record import run_record
 
 FEATURE_LAYERS = ("feature1", "feature2", "feature3", "feature4", "feature5")
@@ -51,6 +52,8 @@ SOLVERS = ("fast", "sklearn")
 class SvmSettings:
     """The linear SVM shared by both protocols (``config/benchmarks/svm_voc07*.yaml``, ``lowshot_voc07*.yaml``).
 
+    The defaults are the schema's (``sslzoo/schemas/protocol_common.schema.yaml``): the reference's.
+
     Attributes:
         costs: the costs C tried, in the reference's order (its tie-break is the first best).
         positive_weight, negative_weight: ``class_weight`` {1: positive, -1: negative}.
@@ -60,14 +63,14 @@ class SvmSettings:
         fast_tol: the fast solver's relative gradient norm at the solution.
     """
 
-    costs: tuple[float, ...] = (1.0, 10.0, 100.0, *(0.5**i for i in range(4, 20)))
-    positive_weight: float = 2.0
-    negative_weight: float = 1.0
-    intercept_scaling: float = 1.0
-    folds: int = 3
-    tol: float = 1e-4
-    max_iter: int = 2000
-    fast_tol: float = 1e-6
+    costs: tuple[float, ...] = schema_default("svm", "costs")
+    positive_weight: float = schema_default("svm", "class_weight")[1]
+    negative_weight: float = schema_default("svm", "class_weight")[-1]
+    intercept_scaling: float = schema_default("svm", "intercept_scaling")
+    folds: int = schema_default("svm", "folds")
+    tol: float = schema_default("svm", "tol")
+    max_iter: int = schema_default("svm", "max_iter")
+    fast_tol: float = schema_default("svm", "fast_tol")
 
     def weights(self, targets: np.ndarray | torch.Tensor) -> Any:
         """Per-row class weight of +1/-1 targets."""
@@ -80,123 +83,62 @@ class SvmSettings:
 class SvmConfig:
     """Full VOC07 SVM: the settings and the layers to evaluate (None = every ``featureN`` of the file)."""
 
-    svm: SvmSettings = field(default_factory=SvmSettings)
-    layers: tuple[str, ...] | None = None
+    svm: SvmSettings
+    layers: tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
 class LowshotConfig:
     """Low-shot SVM: settings, the layer, the k values, the number of samples, whether to add the
-    CV choice, and the absent images drawn per present one (None: classes - 1, 19 for VOC)."""
+    CV choice, and the absent images drawn per present one (None: classes - 1, 19 for VOC).
+    The defaults are the schema's (``sslzoo/schemas/lowshot.schema.yaml``)."""
 
     svm: SvmSettings = field(default_factory=SvmSettings)
-    layer: str = "feature5"
-    ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 96)
-    samples: int = 5
-    cross_validate: bool = True
+    layer: str = schema_default("lowshot", "layer")
+    ks: tuple[int, ...] = schema_default("lowshot", "ks")
+    samples: int = schema_default("lowshot", "samples")
+    cross_validate: bool = schema_default("lowshot", "cross_validate")
     negatives_per_positive: int | None = None
 
 
-_SVM_KEYS = {"costs", "class_weight", "intercept_scaling", "folds", "tol", "max_iter", "fast_tol"}
-
-
-def _number(raw: dict[str, Any], key: str, default: float, source: str, positive: bool = True) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or (positive and value <= 0):
-        raise SslzooError(f"{source}: {key} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _integer(raw: dict[str, Any], key: str, default: int, source: str, minimum: int = 1) -> int:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SslzooError(f"{source}: {key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _svm_settings(raw: dict[str, Any], source: str) -> SvmSettings:
-    default = SvmSettings()
-    costs = raw.get("costs", list(default.costs))
-    if not (
-        isinstance(costs, list)
-        and costs
-        and all(isinstance(c, int | float) and not isinstance(c, bool) and c > 0 for c in costs)
-    ):
-        raise SslzooError(f"{source}: costs must be a non-empty list of positive numbers, got {costs!r}")
-    if len(set(costs)) != len(costs):
-        raise SslzooError(f"{source}: costs lists a value twice: {costs}")
-    weights = raw.get("class_weight", {1: default.positive_weight, -1: default.negative_weight})
-    if not (isinstance(weights, dict) and set(weights) == {1, -1}):
+def _svm_settings(cfg: dict[str, Any], source: str) -> SvmSettings:
+    """The SVM of a validated, default-filled svm or lowshot protocol."""
+    weights = cfg["class_weight"]
+    if set(weights) != {1, -1}:
         raise SslzooError(
-            f"{source}: class_weight must be {{1: <positive weight>, -1: <negative weight>}}, got {weights!r}"
+            f"{source}: class_weight: must be {{1: <positive weight>, -1: <negative weight>}}, got {weights!r}"
         )
-    for label in (1, -1):
-        value = weights[label]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise SslzooError(f"{source}: class_weight[{label}] must be a positive number, got {value!r}")
     return SvmSettings(
-        costs=tuple(float(c) for c in costs),
+        costs=tuple(float(c) for c in cfg["costs"]),
         positive_weight=float(weights[1]),
         negative_weight=float(weights[-1]),
-        intercept_scaling=_number(raw, "intercept_scaling", default.intercept_scaling, source),
-        folds=_integer(raw, "folds", default.folds, source, minimum=2),
-        tol=_number(raw, "tol", default.tol, source),
-        max_iter=_integer(raw, "max_iter", default.max_iter, source),
-        fast_tol=_number(raw, "fast_tol", default.fast_tol, source),
+        intercept_scaling=float(cfg["intercept_scaling"]),
+        folds=cfg["folds"],
+        tol=float(cfg["tol"]),
+        max_iter=cfg["max_iter"],
+        fast_tol=float(cfg["fast_tol"]),
     )
-
-
-def _read_mapping(path: str | os.PathLike[str], allowed: set[str]) -> dict[str, Any]:
-    raw = read_yaml(path) or {}
-    if not isinstance(raw, dict):
-        raise SslzooError(f"{path}: expected a mapping of settings")
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise SslzooError(f"{path}: unknown keys {unknown}; allowed: {sorted(allowed)}")
-    return raw
 
 
 def load_svm_config(path: str | os.PathLike[str]) -> tuple[SvmConfig, dict[str, Any]]:
-    """The validated full-SVM config and the raw mapping (recorded in metrics.json)."""
-    raw = _read_mapping(path, _SVM_KEYS | {"layers"})
-    layers = raw.get("layers")
-    if layers is not None and not (
-        isinstance(layers, list) and layers and all(layer in FEATURE_LAYERS for layer in layers)
-    ):
-        raise SslzooError(
-            f"{path}: layers must be a non-empty list among {list(FEATURE_LAYERS)}, got {layers!r}"
-        )
-    return SvmConfig(svm=_svm_settings(raw, str(path)), layers=tuple(layers) if layers else None), raw
+    """The validated full-SVM config (``sslzoo/schemas/svm.schema.yaml``) and the file's mapping
+    as written (recorded in metrics.json)."""
+    raw, cfg = read_protocol(path, "svm")
+    layers = cfg.get("layers")  # absent: every featureN of the feature file
+    return SvmConfig(svm=_svm_settings(cfg, str(path)), layers=tuple(layers) if layers else None), raw
 
 
 def load_lowshot_config(path: str | os.PathLike[str]) -> tuple[LowshotConfig, dict[str, Any]]:
-    """The validated low-shot config and the raw mapping (recorded in metrics.json)."""
-    raw = _read_mapping(
-        path, _SVM_KEYS | {"layer", "ks", "samples", "cross_validate", "negatives_per_positive"}
-    )
-    default = LowshotConfig()
-    layer = raw.get("layer", default.layer)
-    if layer not in FEATURE_LAYERS:
-        raise SslzooError(f"{path}: layer must be one of {list(FEATURE_LAYERS)}, got {layer!r}")
-    ks = raw.get("ks", list(default.ks))
-    if not (
-        isinstance(ks, list)
-        and ks
-        and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks)
-    ):
-        raise SslzooError(f"{path}: ks must be a non-empty list of positive integers, got {ks!r}")
-    cross_validate = raw.get("cross_validate", default.cross_validate)
-    if not isinstance(cross_validate, bool):
-        raise SslzooError(f"{path}: cross_validate must be true or false, got {cross_validate!r}")
+    """The validated low-shot config (``sslzoo/schemas/lowshot.schema.yaml``) and the file's
+    mapping as written (recorded in metrics.json)."""
+    raw, cfg = read_protocol(path, "lowshot")
     config = LowshotConfig(
-        svm=_svm_settings(raw, str(path)),
-        layer=layer,
-        ks=tuple(ks),
-        samples=_integer(raw, "samples", default.samples, str(path)),
-        cross_validate=cross_validate,
-        negatives_per_positive=(
-            _integer(raw, "negatives_per_positive", 1, str(path)) if "negatives_per_positive" in raw else None
-        ),
+        svm=_svm_settings(cfg, str(path)),
+        layer=cfg["layer"],
+        ks=tuple(cfg["ks"]),
+        samples=cfg["samples"],
+        cross_validate=cfg["cross_validate"],
+        negatives_per_positive=cfg.get("negatives_per_positive"),  # absent: classes - 1
     )
     return config, raw
 

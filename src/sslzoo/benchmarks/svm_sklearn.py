@@ -18,12 +18,19 @@ numbers. Settings, feature files, folds and samples: :mod:`sslzoo.benchmarks.svm
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from joblib import Parallel, delayed
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import get_scorer
+from sklearn.model_selection import StratifiedKFold
+from sklearn.svm import LinearSVC
 
 from sslzoo.benchmarks.svm_protocol import (
     LayerResult,
@@ -73,9 +80,6 @@ LIBLINEAR_SEED = 100
 def _liblinear(settings: SvmSettings, cost: float, random_state: np.random.RandomState | None = None) -> Any:
     """The reference's ``LinearSVC``; ``random_state`` is copied, so the caller's generator is not
     advanced by the fit (one generator may seed several fits, e.g. each low-shot sample's)."""
-    import copy
-
-    from sklearn.svm import LinearSVC
 
     return LinearSVC(
         C=cost,
@@ -109,11 +113,6 @@ def _sklearn_cv_fit(
 
     Returns the mean CV AP (NaN when not cross-validated), ``coef_`` and ``intercept_``.
     """
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import get_scorer
-    from sklearn.model_selection import StratifiedKFold
 
     if len(states) != (folds + 1 if cross_validate else 1):
         raise SslzooError(
@@ -145,7 +144,6 @@ def full_svm_sklearn(
     numpy generator was seeded with ``seed`` (class by class, cost by cost, the folds then the
     refit): the same numbers as the reference run that way, whatever ``jobs``.
     """
-    from joblib import Parallel, delayed
 
     start = time.perf_counter()
     y = train_targets(train.targets).T
@@ -226,7 +224,6 @@ def lowshot_sklearn(
     generator was seeded with ``liblinear_seed`` (class by class, cost by cost); the CV fits of the
     cross-validated choice draw from a generator of their own, so they change none of those.
     """
-    from joblib import Parallel, delayed
 
     settings = config.svm
     costs = len(settings.costs)

@@ -44,7 +44,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from sslzoo.data.constants import IMAGENET_MEAN_PIXELS, IMAGENET_STD_PIXELS, VOC_CLASSES
+from sslzoo.benchmarks.protocol_files import schema_default
+from sslzoo.data.constants import VOC_CLASSES
 from sslzoo.data.datasets import load_rgb
 from sslzoo.data.detection import read_image_set
 from sslzoo.errors import SslzooError
@@ -130,7 +131,8 @@ def cityscapes_samples(root: str | os.PathLike[str], split: str) -> list[Sample]
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The data pipeline of one protocol (mmseg dataset config values).
+    """The data pipeline of one protocol (mmseg dataset config values; the defaults are those
+    of ``sslzoo/schemas/segmentation.schema.yaml``).
 
     Attributes:
         img_scale: (long, short) side bounds of ``Resize`` (VOC12aug (2048, 512), Cityscapes
@@ -146,11 +148,11 @@ class PipelineConfig:
     img_scale: tuple[int, int]
     ratio_range: tuple[float, float]
     crop_size: tuple[int, int]
-    cat_max_ratio: float = 0.75
-    flip_prob: float = 0.5
-    photometric: bool = True
-    mean: tuple[float, float, float] = IMAGENET_MEAN_PIXELS
-    std: tuple[float, float, float] = IMAGENET_STD_PIXELS
+    cat_max_ratio: float = schema_default("seg", "pipeline", "cat_max_ratio")
+    flip_prob: float = schema_default("seg", "pipeline", "flip_prob")
+    photometric: bool = schema_default("seg", "pipeline", "photometric")
+    mean: tuple[float, float, float] = schema_default("seg", "pipeline", "mean")
+    std: tuple[float, float, float] = schema_default("seg", "pipeline", "std")
 
 
 def rescale_size(height: int, width: int, scale: tuple[float, float]) -> tuple[int, int]:

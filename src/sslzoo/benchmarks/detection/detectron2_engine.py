@@ -49,6 +49,8 @@ VOC_TRAIN = ("sslzoo_voc_2007_trainval", "sslzoo_voc_2012_trainval")
 VOC_TEST = ("sslzoo_voc_2007_test",)
 COCO_TRAIN = ("sslzoo_coco_2017_train",)
 COCO_TEST = ("sslzoo_coco_2017_val",)
+# how long the other ranks wait for rank 0 to convert the backbone and write the detectron2 config
+RANK0_TIMEOUT_S = 900.0
 
 
 def detectron2_available() -> bool:
@@ -297,6 +299,28 @@ def _train_and_test(config_path: str, dataset: str, paths: dict[str, str], resul
     comm.synchronize()
 
 
+def wait_for_file(
+    path: Path, text: str, what: str, timeout_s: float = RANK0_TIMEOUT_S, poll_s: float = 1.0
+) -> None:
+    """Wait until ``path`` holds exactly ``text`` (another process writes it), at most ``timeout_s``.
+
+    A barrier for processes that share a file system but no process group yet (detectron2 sets
+    its group up later, in :func:`_launch`).
+
+    Raises:
+        SslzooError: ``timeout_s`` passed first; the message names ``what`` was awaited and the file.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not (path.exists() and path.read_text() == text):
+        if time.monotonic() >= deadline:
+            state = "does not exist" if not path.exists() else "holds other settings"
+            raise SslzooError(
+                f"waited {timeout_s:g} s for {what} in {path}, which still {state}; did rank 0 fail? "
+                "(see its log)"
+            )
+        time.sleep(poll_s)
+
+
 def _launch(config_path: Path, dataset: str, paths: dict[str, str], results_path: Path) -> None:
     """Run :func:`_train_and_test` on every GPU of the job (torchrun's processes, or spawned)."""
     import torch
@@ -367,9 +391,10 @@ def run_detectron2_benchmark(
             output_dir.replace(aside / OUTPUT_NAME)
         write_detectron2_config(config, config_file)
         results_path.unlink(missing_ok=True)
-    else:  # wait for rank 0's files
-        while not config_file.exists() or config_file.read_text() != text:
-            time.sleep(1.0)
+    else:  # rank 0 writes the weights, then the config: the config's text says both are there
+        wait_for_file(
+            config_file, text, f"rank 0 (RANK={rank} waiting) to write the detectron2 config and weights"
+        )
     resolved = {key: str(Path(value).resolve()) for key, value in paths.items() if value is not None}
     _launch(config_file, cfg.dataset, resolved, results_path)
     if rank != 0:

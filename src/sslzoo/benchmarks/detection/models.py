@@ -49,7 +49,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from sslzoo.data.constants import IMAGENET_MEAN_PIXELS, IMAGENET_STD_PIXELS
+from sslzoo.benchmarks.protocol_files import schema_default
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone, depth_from_state_dict
 
@@ -61,7 +61,8 @@ NORMS = ("BN", "SyncBN", "naiveSyncBN")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The ``model`` section of a detection protocol file (detectron2 names in brackets).
+    """The ``model`` section of a detection protocol file (detectron2 names in brackets; the
+    defaults are those of ``sslzoo/schemas/detection.schema.yaml``).
 
     Attributes:
         arch: ``faster_rcnn_c4`` or ``mask_rcnn_fpn``.
@@ -84,38 +85,38 @@ class ModelConfig:
     """
 
     arch: str
-    norm: str = "SyncBN"
-    extra_norm: bool = True
-    pooler_resolution: int = 14
-    box_pooler_resolution: int = 7
-    mask_pooler_resolution: int = 14
-    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    rpn_pre_nms_topk_train: int = 12000
-    rpn_pre_nms_topk_test: int = 6000
-    rpn_post_nms_topk_train: int = 2000
-    rpn_post_nms_topk_test: int = 1000
-    rpn_batch_size_per_image: int = 256
-    roi_batch_size_per_image: int = 512
-    fpn_channels: int = 256
-    box_fc_dim: int = 1024
-    mask_head_channels: int = 256
-    score_thresh_test: float = 0.05
-    nms_thresh_test: float = 0.5
-    detections_per_image: int = 100
+    norm: str = schema_default("det", "model", "norm")
+    extra_norm: bool = schema_default("det", "model", "extra_norm")
+    pooler_resolution: int = schema_default("det", "model", "pooler_resolution")
+    box_pooler_resolution: int = schema_default("det", "model", "box_pooler_resolution")
+    mask_pooler_resolution: int = schema_default("det", "model", "mask_pooler_resolution")
+    anchor_sizes: tuple[int, ...] = schema_default("det", "model", "anchor_sizes")
+    aspect_ratios: tuple[float, ...] = schema_default("det", "model", "aspect_ratios")
+    rpn_pre_nms_topk_train: int = schema_default("det", "model", "rpn_pre_nms_topk_train")
+    rpn_pre_nms_topk_test: int = schema_default("det", "model", "rpn_pre_nms_topk_test")
+    rpn_post_nms_topk_train: int = schema_default("det", "model", "rpn_post_nms_topk_train")
+    rpn_post_nms_topk_test: int = schema_default("det", "model", "rpn_post_nms_topk_test")
+    rpn_batch_size_per_image: int = schema_default("det", "model", "rpn_batch_size_per_image")
+    roi_batch_size_per_image: int = schema_default("det", "model", "roi_batch_size_per_image")
+    fpn_channels: int = schema_default("det", "model", "fpn_channels")
+    box_fc_dim: int = schema_default("det", "model", "box_fc_dim")
+    mask_head_channels: int = schema_default("det", "model", "mask_head_channels")
+    score_thresh_test: float = schema_default("det", "model", "score_thresh_test")
+    nms_thresh_test: float = schema_default("det", "model", "nms_thresh_test")
+    detections_per_image: int = schema_default("det", "model", "detections_per_image")
 
 
 @dataclass(frozen=True)
 class InputConfig:
-    """The ``input`` section: resizing and normalisation [INPUT.*, MODEL.PIXEL_MEAN/STD]."""
+    """The ``input`` section: resizing and normalisation [INPUT.*, MODEL.PIXEL_MEAN/STD] (defaults: the schema's)."""
 
-    min_size_train: tuple[int, ...] = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
-    max_size_train: int = 1333
-    min_size_test: int = 800
-    max_size_test: int = 1333
-    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN_PIXELS
-    pixel_std: tuple[float, float, float] = IMAGENET_STD_PIXELS
-    flip_prob: float = 0.5
+    min_size_train: tuple[int, ...] = schema_default("det", "input", "min_size_train")
+    max_size_train: int = schema_default("det", "input", "max_size_train")
+    min_size_test: int = schema_default("det", "input", "min_size_test")
+    max_size_test: int = schema_default("det", "input", "max_size_test")
+    pixel_mean: tuple[float, float, float] = schema_default("det", "input", "pixel_mean")
+    pixel_std: tuple[float, float, float] = schema_default("det", "input", "pixel_std")
+    flip_prob: float = schema_default("det", "input", "flip_prob")
 
 
 class DetectionTransform(GeneralizedRCNNTransform):

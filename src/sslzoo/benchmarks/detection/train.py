@@ -1,7 +1,8 @@
 """Detection protocol files and the iteration-based fine-tuning loop (shared with segmentation).
 
-**Protocol file** (``config/benchmarks/det_*.yaml``, :func:`load_detection_config`): ``dataset``
-(``voc0712`` | ``coco``), ``engine`` (``torchvision`` | ``detectron2``), ``model`` (keys of
+**Protocol file** (``config/benchmarks/det_*.yaml``, :func:`load_detection_config`; keys, types
+and defaults in ``sslzoo/schemas/detection.schema.yaml``): ``dataset`` (``voc0712`` | ``coco``),
+``engine`` (``torchvision`` | ``detectron2``), ``model`` (keys of
 :class:`~sslzoo.benchmarks.detection.models.ModelConfig`), ``input``
 (:class:`~sslzoo.benchmarks.detection.models.InputConfig`), ``solver``
 (:class:`SolverConfig`), ``test`` (:class:`EvalConfig`), ``workers``.
@@ -34,7 +35,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,10 +44,10 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sslzoo.benchmarks.detection.models import ARCHITECTURES, NORMS, InputConfig, ModelConfig
-from sslzoo.benchmarks.linear_protocol import config_value, parse_gpus, reject_unknown_keys
+from sslzoo.benchmarks.detection.models import InputConfig, ModelConfig
+from sslzoo.benchmarks.linear_protocol import check_gpus
+from sslzoo.benchmarks.protocol_files import build_dataclass, read_protocol
 from sslzoo.errors import SslzooError
-from sslzoo.io import read_yaml
 from sslzoo.runtime.dist import DistContext
 from sslzoo.runtime.loaders import IterationSampler, per_rank_batch, stream_loader
 from sslzoo.runtime.loop import fit
@@ -65,7 +66,7 @@ ENGINES = ("torchvision", "detectron2")
 
 @dataclass(frozen=True)
 class SolverConfig:
-    """The ``solver`` section (detectron2 ``SOLVER.*`` names in brackets).
+    """The ``solver`` section (detectron2 ``SOLVER.*`` names in brackets; defaults in the schema).
 
     Attributes:
         batch_size: images per iteration over all processes [IMS_PER_BATCH, 16].
@@ -76,17 +77,17 @@ class SolverConfig:
         checkpoint_period: iterations between resume checkpoints [CHECKPOINT_PERIOD].
     """
 
-    batch_size: int = 16
-    base_lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    weight_decay_norm: float = 0.0
-    max_iter: int = 24000
-    steps: tuple[int, ...] = (18000, 22000)
-    gamma: float = 0.1
-    warmup_iters: int = 100
-    warmup_factor: float = 0.001
-    checkpoint_period: int = 1000
+    batch_size: int
+    base_lr: float
+    momentum: float
+    weight_decay: float
+    weight_decay_norm: float
+    max_iter: int
+    steps: tuple[int, ...]
+    gamma: float
+    warmup_iters: int
+    warmup_factor: float
+    checkpoint_period: int
 
     def schedule(self) -> LrSchedule:
         """The warm-up multi-step schedule as an :class:`LrSchedule` of one-iteration "epochs"."""
@@ -106,8 +107,8 @@ class EvalConfig:
     """The ``test`` section: ``precise_bn_iters`` [TEST.PRECISE_BN.NUM_ITER, 200; 0 = off],
     ``batch_size`` (images per process at inference)."""
 
-    precise_bn_iters: int = 200
-    batch_size: int = 1
+    precise_bn_iters: int
+    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -120,90 +121,31 @@ class DetectionConfig:
     input: InputConfig
     solver: SolverConfig
     test: EvalConfig
-    gpus: int  # the reference's process count (parse_gpus)
-    workers: int = 4
-
-
-def config_section(
-    raw: dict[str, Any], key: str, cls: type, source: str, required: tuple[str, ...] = ()
-) -> Any:
-    """Dataclass ``cls`` from the mapping ``raw[key]`` (absent: all defaults).
-
-    Unknown keys are rejected; values are checked against the field annotations (``int``,
-    ``float`` (ints accepted), ``bool``, ``str``, ``tuple[int, ...]`` / ``tuple[float, ...]``
-    written as YAML lists); ``required`` names fields that must be given.
-    """
-    where = f"{source}: {key}"
-    section = config_value(raw, key, source, dict, {})
-    reject_unknown_keys(section, [f.name for f in fields(cls)], where)
-    values: dict[str, Any] = {}
-    annotations = {f.name: str(f.type) for f in fields(cls)}
-    for name, value in section.items():
-        kind = annotations[name]
-        if kind.startswith("tuple"):
-            item = float if "float" in kind else int
-            if (
-                not isinstance(value, list)
-                or not value
-                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-                or (item is int and not all(float(v).is_integer() for v in value))
-            ):
-                raise SslzooError(
-                    f"{where}: '{name}' must be a non-empty list of {item.__name__}s, got {value!r}"
-                )
-            if "..." not in kind and len(value) != kind.count(",") + 1:
-                raise SslzooError(f"{where}: '{name}' must have {kind.count(',') + 1} values, got {value!r}")
-            values[name] = tuple(item(v) for v in value)
-        else:
-            values[name] = config_value(
-                section, name, where, {"bool": bool, "int": int, "float": float}.get(kind, str)
-            )
-    for name in required:
-        if name not in values:
-            raise SslzooError(f"{where}: missing key '{name}'")
-    return cls(**values)
+    gpus: int  # the reference's process count (check_gpus)
+    workers: int
 
 
 def load_detection_config(path: str | os.PathLike[str]) -> tuple[DetectionConfig, dict[str, Any]]:
-    """Read and validate a detection protocol file; returns the config and the raw dict.
+    """Read and validate a detection protocol file (``sslzoo/schemas/detection.schema.yaml``);
+    returns the config and the file's mapping as written.
 
-    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear_protocol.parse_gpus`),
+    Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear_protocol.check_gpus`),
     ``dataset``, ``engine``, ``model``, ``input``, ``solver``, ``test``, ``workers``.
     """
     source = str(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise SslzooError(f"{source}: expected a mapping of detection settings")
-    reject_unknown_keys(
-        raw, ("gpus", "dataset", "engine", "model", "input", "solver", "test", "workers"), source
-    )
-    dataset = config_value(raw, "dataset", source, str)
-    engine = config_value(raw, "engine", source, str, "torchvision")
-    if dataset not in DATASETS:
-        raise SslzooError(f"{source}: 'dataset' must be one of {list(DATASETS)}, got {dataset!r}")
-    if engine not in ENGINES:
-        raise SslzooError(f"{source}: 'engine' must be one of {list(ENGINES)}, got {engine!r}")
-    model = config_section(raw, "model", ModelConfig, source, required=("arch",))
-    if model.arch not in ARCHITECTURES:
-        raise SslzooError(f"{source}: model.arch must be one of {list(ARCHITECTURES)}, got {model.arch!r}")
-    if model.norm not in NORMS:
-        raise SslzooError(f"{source}: model.norm must be one of {list(NORMS)}, got {model.norm!r}")
-    solver = config_section(raw, "solver", SolverConfig, source, required=("max_iter", "steps"))
-    if solver.max_iter < 1 or solver.batch_size < 1 or solver.checkpoint_period < 1 or solver.base_lr <= 0:
-        raise SslzooError(
-            f"{source}: solver: max_iter, batch_size, checkpoint_period and base_lr must be positive"
-        )
+    raw, cfg = read_protocol(path, "det")
+    solver = build_dataclass(SolverConfig, cfg["solver"])
     if list(solver.steps) != sorted(solver.steps):
-        raise SslzooError(f"{source}: solver.steps must be increasing, got {list(solver.steps)}")
+        raise SslzooError(f"{source}: solver.steps: must be increasing, got {list(solver.steps)}")
     config = DetectionConfig(
-        dataset=dataset,
-        engine=engine,
-        model=model,
-        input=config_section(raw, "input", InputConfig, source),
+        dataset=cfg["dataset"],
+        engine=cfg["engine"],
+        model=build_dataclass(ModelConfig, cfg["model"]),
+        input=build_dataclass(InputConfig, cfg["input"]),
         solver=solver,
-        test=config_section(raw, "test", EvalConfig, source),
-        gpus=parse_gpus(raw, source, solver.batch_size, "solver.batch_size"),
-        workers=int(config_value(raw, "workers", source, int, 4)),
+        test=build_dataclass(EvalConfig, cfg["test"]),
+        gpus=check_gpus(cfg, source, solver.batch_size, "solver.batch_size"),
+        workers=cfg["workers"],
     )
     return config, raw
 

@@ -1,4 +1,9 @@
-"""Weighted kNN classification split over torchrun processes, equal to the single-process result.
+"""Test helper: weighted kNN classification split over torchrun processes, equal to the single-process result.
+
+Not used by the benchmark steps (``python -m sslzoo knn`` runs in one process); the tests
+(``test_knn_dist.py``, ``tests/parity/test_process_count.py``) use it to show that
+:func:`sslzoo.benchmarks.knn.knn_classify` on whole blocks of test rows gives the same hits
+whichever process computes them.
 
 mmselfsup's ``tools/benchmarks/classification/knn_imagenet`` gathered the features of several
 GPUs in a way that changed the accuracy with the number of processes (fixed by its PR #634;
@@ -16,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 
 from sslzoo.benchmarks.knn import KnnResult, knn_classify
 from sslzoo.errors import SslzooError
@@ -34,10 +40,11 @@ def knn_classify_distributed(
     train_labels: torch.Tensor,
     test_features: torch.Tensor,
     test_labels: torch.Tensor,
-    ks: Sequence[int] = (10, 20, 100, 200),
-    temperature: float = 0.07,
+    ks: Sequence[int],
+    temperature: float,
     num_classes: int | None = None,
-    chunk_size: int = 256,
+    *,
+    chunk_size: int,
     ctx: DistContext | None = None,
 ) -> list[KnnResult]:
     """:func:`~sslzoo.benchmarks.knn.knn_classify` with the test rows split over the processes.
@@ -55,10 +62,15 @@ def knn_classify_distributed(
         num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     if not ctx.distributed:
         return knn_classify(
-            train_features, train_labels, test_features, test_labels, ks, temperature, num_classes, chunk_size
+            train_features,
+            train_labels,
+            test_features,
+            test_labels,
+            ks,
+            temperature,
+            num_classes,
+            chunk_size=chunk_size,
         )
-    import torch.distributed as dist
-
     total = len(test_features)
     rows = rank_rows(total, chunk_size, ctx.rank, ctx.world_size)
     hits = torch.zeros(2, len(ks), dtype=torch.float64)
@@ -71,14 +83,21 @@ def knn_classify_distributed(
             ks,
             temperature,
             num_classes,
-            chunk_size,
+            chunk_size=chunk_size,
         )
         # knn_classify reports 100 * hits / rows; the counts are recovered exactly by rounding
         hits[0] = torch.tensor([round(r.top1 * len(rows) / 100.0) for r in shard], dtype=torch.float64)
         hits[1] = torch.tensor([round(r.top5 * len(rows) / 100.0) for r in shard], dtype=torch.float64)
     else:  # more processes than blocks: nothing to classify, but the arguments are checked alike
         knn_classify(
-            train_features, train_labels, test_features[:1], test_labels[:1], ks, temperature, num_classes
+            train_features,
+            train_labels,
+            test_features[:1],
+            test_labels[:1],
+            ks,
+            temperature,
+            num_classes,
+            chunk_size=chunk_size,
         )
     hits = hits.to(ctx.device)
     dist.all_reduce(hits, op=dist.ReduceOp.SUM)
