@@ -107,6 +107,26 @@ def test_mini_pooling_gives_half_k_to_2_5k_dims() -> None:
     assert all(500 <= dim <= 2500 for dim in dims.values()), dims
 
 
+def test_a_dataset_entry_overrides_size_and_pooling(tmp_path: Path) -> None:
+    mini_voc = load_feature_protocol(CONFIG_DIR / "features_mini.yaml", "voc07")
+    mini_imagenet = load_feature_protocol(CONFIG_DIR / "features_mini.yaml", "imagenet")
+    assert (mini_voc.resize, mini_voc.crop, mini_imagenet.resize, mini_imagenet.crop) == (73, 64, 37, 32)
+    config = tmp_path / "features.yaml"
+    config.write_text(
+        "resize: 8\ncrop: 8\npooling: {feature1: [2, 2, 0], feature2: [1, 1, 0]}\ndatasets:\n"
+        "  a: {center_crop: true, layers: [feature1, feature2]}\n"
+        "  b: {center_crop: false, layers: [feature1], resize: 20, crop: 16, pooling: {feature1: [4, 3, 1]}}\n"
+        "  c: {center_crop: false, layers: [feature2], pooling: {feature1: [4, 3, 1]}}\n"
+    )
+    a, b = load_feature_protocol(config, "a"), load_feature_protocol(config, "b")
+    assert (a.resize, a.crop, a.pooling) == (8, 8, {"feature1": (2, 2, 0), "feature2": (1, 1, 0)})
+    assert (b.resize, b.crop, b.pooling) == (20, 16, {"feature1": (4, 3, 1)})
+    with pytest.raises(
+        SslzooError, match="features.yaml: datasets.c.pooling.feature2: missing; datasets.c.layers needs"
+    ):
+        load_feature_protocol(config, "c")
+
+
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "features.yaml"
     bad.write_text(
@@ -115,9 +135,13 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(SslzooError, match=r"features.yaml: pooling.feature1: \[2, 2\] is too short"):
         load_feature_protocol(bad, "voc07")
     bad.write_text("resize: 8\ncrop: 8\ndatasets:\n  voc07: {center_crop: false, layers: [feature1]}\n")
-    with pytest.raises(SslzooError, match="features.yaml: pooling.feature1: missing; datasets.voc07.layers needs"):
+    with pytest.raises(
+        SslzooError, match="features.yaml: pooling.feature1: missing; datasets.voc07.layers needs"
+    ):
         load_feature_protocol(bad, "voc07")
-    with pytest.raises(SslzooError, match="features.yaml: datasets.places205: no entry for dataset 'places205'"):
+    with pytest.raises(
+        SslzooError, match="features.yaml: datasets.places205: no entry for dataset 'places205'"
+    ):
         load_feature_protocol(bad, "places205")
 
 

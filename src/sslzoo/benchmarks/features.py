@@ -74,7 +74,10 @@ class FeatureProtocol:
 
 def load_feature_protocol(config_path: str | os.PathLike[str], dataset: str) -> FeatureProtocol:
     """Read the features config, validate it (``sslzoo/schemas/features.schema.yaml``) and return
-    the protocol for ``dataset``; every ``featureN`` layer of the dataset needs a pooling entry."""
+    the protocol for ``dataset``; every ``featureN`` layer of the dataset needs a pooling entry.
+
+    A dataset entry's own ``resize``, ``crop`` and ``pooling`` replace the top-level ones for it
+    (the mini zoo reads the mini VOC at twice the size of the mini ImageNet)."""
     source = str(config_path)
     _, cfg = read_protocol(config_path, "features")
     datasets = cfg["datasets"]
@@ -83,19 +86,25 @@ def load_feature_protocol(config_path: str | os.PathLike[str], dataset: str) -> 
             f"{source}: datasets.{dataset}: no entry for dataset '{dataset}' under 'datasets' (have {sorted(datasets)})"
         )
     entry = datasets[dataset]
+    # A dataset read at its own size has its own pooling table; the others share the top level's.
+    table, table_key = (
+        (entry["pooling"], f"datasets.{dataset}.pooling")
+        if "pooling" in entry
+        else (cfg["pooling"], "pooling")
+    )
     pooling: dict[str, tuple[int, int, int]] = {}
     for layer in entry["layers"]:
         if layer == GLOBAL_POOL:
             continue
-        if layer not in cfg["pooling"]:
+        if layer not in table:
             raise SslzooError(
-                f"{source}: pooling.{layer}: missing; datasets.{dataset}.layers needs its [kernel, stride, padding]"
+                f"{source}: {table_key}.{layer}: missing; datasets.{dataset}.layers needs its [kernel, stride, padding]"
             )
-        kernel, stride, padding = cfg["pooling"][layer]
+        kernel, stride, padding = table[layer]
         pooling[layer] = (kernel, stride, padding)
     return FeatureProtocol(
-        resize=cfg["resize"],
-        crop=cfg["crop"],
+        resize=entry.get("resize", cfg["resize"]),
+        crop=entry.get("crop", cfg["crop"]),
         center_crop=entry["center_crop"],
         layers=tuple(entry["layers"]),
         pooling=pooling,
