@@ -40,7 +40,6 @@ from sslzoo.runtime.optim import build_optimizer
 from sslzoo.runtime.progress import say
 from sslzoo.runtime.run_dir import LATEST, TRAIN_LOG, RunDir
 from sslzoo.runtime.schedules import build_schedule, per_group
-from sslzoo.runtime.seeding import rng_state, set_rng_state
 
 __all__ = ["LATEST", "TRAIN_LOG", "pretrain_from_files", "train"]
 
@@ -93,7 +92,6 @@ class PretrainIdentity:
     def entries(self) -> dict[str, Any]:
         return {
             "iters_per_epoch": self.iters_per_epoch,
-            "rng": rng_state(),
             "config": self.cfg,
             "seed": self.seed,
             "world_size": self.world_size,
@@ -113,8 +111,10 @@ def _method_step(
     return {"loss": outputs["loss"], **{key: outputs[key] for key in sorted(outputs) if key != "loss"}}
 
 
-def _restore_rng(state: Mapping[str, Any], ctx: DistContext) -> None:
-    set_rng_state(state["rng"])
+def _warn_world_size(state: Mapping[str, Any], ctx: DistContext) -> None:
+    """On resume: say when the process count differs from the saved run's (the data order
+    follows ``(seed, epoch, rank)``, so it changes). No generator state is restored: every epoch
+    reseeds the global generators from ``(seed, epoch, rank)`` before its first batch."""
     if state.get("world_size") != ctx.world_size:
         say(
             ctx,
@@ -200,7 +200,7 @@ def train(
         after_step=None if method_after_step is None else lambda done: method_after_step(done / total_iters),
         seed=seed,
         ctx=ctx,
-        on_resume=partial(_restore_rng, ctx=ctx),
+        on_resume=partial(_warn_world_size, ctx=ctx),
         divergence_advice="lower train.optimizer.lr or the warm-up start (train.schedule.warmup_ratio)",
     )
 

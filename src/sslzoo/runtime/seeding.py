@@ -1,9 +1,9 @@
 """Seeds and samplers: the randomness of a training job as a function of integers only.
 
 :func:`derived_seed` mixes ``(seed, epoch, rank, ...)`` into one seed, :func:`seed_everything`
-seeds the global generators with it, :class:`EpochSampler` orders an epoch's samples by
-``(seed, epoch)`` alone, and :func:`rng_state` / :func:`set_rng_state` carry the global
-generators through a resume state.
+seeds the global generators with it, and :class:`EpochSampler` orders an epoch's samples by
+``(seed, epoch)`` alone. A resumed run needs no generator state: the training loop reseeds at
+every epoch (or iteration) start.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
@@ -54,33 +53,3 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.per_rank
-
-
-def rng_state() -> dict[str, Any]:
-    """The global generators' states in a form ``torch.load(weights_only=True)`` accepts."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": (
-            np_name,
-            torch.from_numpy(np_keys.astype(np.int64)),
-            int(np_pos),
-            int(np_has_gauss),
-            float(np_gauss),
-        ),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` saved."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
-    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
