@@ -23,6 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from sslzoo.errors import SslzooError
+
 # keys whose values differ between two runs of the same job: when it ran and with which code
 RUN_DEPENDENT: frozenset[str] = frozenset({"git_rev", "wall_time_s", "seconds", "time"})
 COMPARED_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".pth", ".npz", ".md")
@@ -72,7 +77,6 @@ def first_difference(a: Any, b: Any, path: str = "") -> str | None:
 
 
 def _tensors(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    import torch
 
     if isinstance(value, torch.Tensor):
         yield path, value
@@ -92,8 +96,6 @@ def _compare_file(a: Path, b: Path) -> str | None:
         docs_b = [json.loads(line) for line in lines_b] if a.suffix == ".jsonl" else json.loads(b.read_text())
         return first_difference(without_run_fields(docs_a), without_run_fields(docs_b))
     if a.suffix == ".pth":
-        import torch
-
         ta = dict(_tensors(torch.load(a, map_location="cpu", weights_only=True)))
         tb = dict(_tensors(torch.load(b, map_location="cpu", weights_only=True)))
         if ta.keys() != tb.keys():
@@ -101,8 +103,6 @@ def _compare_file(a: Path, b: Path) -> str | None:
         bad = [name for name in ta if ta[name].dtype != tb[name].dtype or not torch.equal(ta[name], tb[name])]
         return f"{len(bad)} of {len(ta)} tensors differ, e.g. {bad[0]}" if bad else None
     if a.suffix == ".npz":
-        import numpy as np
-
         with np.load(a) as za, np.load(b) as zb:
             if set(za.files) != set(zb.files):
                 return f"arrays differ: {sorted(set(za.files) ^ set(zb.files))}"
@@ -123,8 +123,6 @@ def compare_trees(a: str | Path, b: str | Path) -> Comparison:
     root_a, root_b = Path(a) / "results", Path(b) / "results"
     for root in (root_a, root_b):
         if not root.is_dir():
-            from sslzoo.errors import SslzooError
-
             raise SslzooError(f"{root} is not a folder: give the working directories of two runs")
     result = Comparison()
     files_a = list(_result_files(root_a))

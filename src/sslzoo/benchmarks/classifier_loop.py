@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
@@ -215,8 +216,6 @@ def evaluate_classifier(
         for row, name in enumerate(names):
             hits[row] += torch.tensor(topk_hits(outputs[name], labels))
     if ctx.distributed:
-        import torch.distributed as dist
-
         hits = hits.to(ctx.device)
         dist.all_reduce(hits, op=dist.ReduceOp.SUM)
         hits = hits.cpu()

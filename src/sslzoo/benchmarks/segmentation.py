@@ -61,12 +61,18 @@ from torch.utils.data import Dataset
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from tqdm import tqdm
 
+from sslzoo.benchmarks.classifier_loop import training_run_record
+from sslzoo.benchmarks.detection.models import load_resnet_weights
+from sslzoo.benchmarks.detection.train import IterationSettings, train_iterations
 from sslzoo.benchmarks.linear_protocol import check_gpus
 from sslzoo.benchmarks.protocol_files import build_dataclass, read_protocol, schema_default
+from sslzoo.checkpoints import load_backbone
+from sslzoo.data import segmentation as seg
 from sslzoo.data.segmentation import IGNORE_INDEX, PipelineConfig
 from sslzoo.errors import SslzooError
-from sslzoo.models.backbone import ResNetBackbone
-from sslzoo.runtime.dist import DistContext, all_gather_object
+from sslzoo.io import file_digest, git_revision, write_json
+from sslzoo.models.backbone import ResNetBackbone, depth_from_state_dict
+from sslzoo.runtime.dist import DistContext, all_gather_object, broadcast_buffers, init_distributed
 
 DATASETS = ("voc12aug", "cityscapes")
 
@@ -248,9 +254,6 @@ def segmentation_losses(
 
 def build_fcn(num_classes: int, cfg: FCNConfig, state_dict: dict[str, torch.Tensor]) -> FCNSegmentor:
     """An :class:`FCNSegmentor` whose backbone holds ``state_dict`` (torchvision layout, depth inferred)."""
-    from sslzoo.benchmarks.detection.models import load_resnet_weights
-    from sslzoo.models.backbone import depth_from_state_dict
-
     weights = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
     backbone = ResNetBackbone(depth=depth_from_state_dict(weights))
     load_resnet_weights(backbone, weights)
@@ -461,13 +464,6 @@ def segmentation_benchmark(
     Returns:
         ``{"mIOU": %, "meta": {...}}`` on rank 0, None elsewhere.
     """
-    from sslzoo.benchmarks.classifier_loop import training_run_record
-    from sslzoo.benchmarks.detection.train import IterationSettings, train_iterations
-    from sslzoo.checkpoints import load_backbone
-    from sslzoo.data import segmentation as seg
-    from sslzoo.io import file_digest, git_revision, write_json
-    from sslzoo.runtime.dist import broadcast_buffers, init_distributed
-
     cfg, raw = load_segmentation_config(config_path)
     if cfg.dataset == "voc12aug":
         if voc12 is None or not Path(voc12).is_dir():

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from sslzoo.data.constants import VOC_CLASSES
@@ -209,8 +211,6 @@ def load_coco(annotation_file: str | os.PathLike[str]) -> Any:
     Raises SslzooError naming the file when it is missing, not JSON, or lacks ``images``,
     ``annotations`` or ``categories``, or an annotation lacks a field used here.
     """
-    from pycocotools.coco import COCO
-
     path = Path(annotation_file)
     if not path.is_file():
         raise SslzooError(f"{path}: COCO annotation file not found")
@@ -294,7 +294,6 @@ class CocoDetection(Dataset):
         return len(self.image_ids)
 
     def _mask(self, ann: dict[str, Any], height: int, width: int) -> np.ndarray:
-        from pycocotools import mask as mask_utils
 
         segm = ann.get("segmentation")
         if segm is None:

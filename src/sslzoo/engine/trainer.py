@@ -28,8 +28,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from sslzoo.config import load_model_config
+from sslzoo.data.datasets import ManifestDataset
 from sslzoo.errors import SslzooError
-from sslzoo.io import atomic_write_bytes, git_revision, write_json
+from sslzoo.io import atomic_write_bytes, file_digest, git_revision, write_json
+from sslzoo.methods import METHODS
 from sslzoo.run_record import protocol_batch, run_record
 from sslzoo.runtime.checkpoint import save_atomic
 from sslzoo.runtime.device import move_to_device
@@ -257,11 +260,6 @@ def pretrain_from_files(
     without the hook is refused. Joins the torchrun process group when launched under torchrun
     (see :func:`sslzoo.runtime.dist.init_distributed`) and leaves it at the end.
     """
-    from sslzoo.config import load_model_config
-    from sslzoo.data.datasets import ManifestDataset
-    from sslzoo.io import file_digest
-    from sslzoo.methods import METHODS
-
     cfg = load_model_config(config_path)
     if cfg["method"] not in METHODS:
         raise SslzooError(f"{config_path}: method: {cfg['method']!r} is not one of {sorted(METHODS)}")

@@ -22,7 +22,29 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from sslzoo.benchmarks.classifier_loop import norm_param_groups, training_run_record
+from sslzoo.benchmarks.detection.detectron2_engine import require_detectron2, run_detectron2_benchmark
+from sslzoo.benchmarks.detection.evaluate import (
+    coco_metrics,
+    coco_results,
+    predict,
+    voc_detection_metrics,
+)
+from sslzoo.benchmarks.detection.models import build_detector, convert_sync_batchnorm
+from sslzoo.benchmarks.detection.train import (
+    IterationSettings,
+    load_detection_config,
+    precise_bn,
+    train_iterations,
+)
+from sslzoo.checkpoints import load_backbone
+from sslzoo.data.detection import CocoDetection, VocDetection, collate_detection
 from sslzoo.errors import SslzooError
+from sslzoo.io import file_digest, git_revision, write_json
+from sslzoo.runtime.device import move_to_device
+from sslzoo.runtime.dist import DistContext, broadcast_buffers, init_distributed
 
 
 def _required(paths: dict[str, Any], names: tuple[str, ...], dataset: str, config_path: str) -> None:
@@ -72,29 +94,6 @@ def detection_benchmark(
     Returns:
         The metrics on rank 0, None on the other processes.
     """
-    import torch
-
-    from sslzoo.benchmarks.classifier_loop import norm_param_groups, training_run_record
-    from sslzoo.benchmarks.detection.detectron2_engine import require_detectron2, run_detectron2_benchmark
-    from sslzoo.benchmarks.detection.evaluate import (
-        coco_metrics,
-        coco_results,
-        predict,
-        voc_detection_metrics,
-    )
-    from sslzoo.benchmarks.detection.models import build_detector, convert_sync_batchnorm
-    from sslzoo.benchmarks.detection.train import (
-        IterationSettings,
-        load_detection_config,
-        precise_bn,
-        train_iterations,
-    )
-    from sslzoo.checkpoints import load_backbone
-    from sslzoo.data.detection import CocoDetection, VocDetection, collate_detection
-    from sslzoo.io import file_digest, git_revision, write_json
-    from sslzoo.runtime.device import move_to_device
-    from sslzoo.runtime.dist import DistContext, broadcast_buffers, init_distributed
-
     config_path = str(config_path)
     cfg, raw = load_detection_config(config_path)
     paths = {

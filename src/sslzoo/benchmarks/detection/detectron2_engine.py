@@ -35,10 +35,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
 import yaml
 
 from sslzoo.benchmarks.detection.train import DetectionConfig
+from sslzoo.checkpoints import load_backbone, save_detectron2
 from sslzoo.errors import SslzooError
+from sslzoo.io import atomic_write_bytes
+from sslzoo.models.backbone import depth_from_state_dict
 
 CONFIG_NAME = "detectron2_config.yaml"
 WEIGHTS_NAME = "backbone_detectron2.pkl"
@@ -207,8 +212,6 @@ def detectron2_config(
 
 def write_detectron2_config(config: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write ``config`` as YAML (what ``cfg.merge_from_file`` reads; lists stand for tuples)."""
-    from sslzoo.io import atomic_write_bytes
-
     atomic_write_bytes(path, yaml.safe_dump(config, sort_keys=False).encode())
 
 
@@ -323,8 +326,6 @@ def wait_for_file(
 
 def _launch(config_path: Path, dataset: str, paths: dict[str, str], results_path: Path) -> None:
     """Run :func:`_train_and_test` on every GPU of the job (torchrun's processes, or spawned)."""
-    import torch
-    import torch.distributed as dist
     from detectron2.utils import comm
 
     args = (str(config_path), dataset, paths, str(results_path))
@@ -370,9 +371,6 @@ def run_detectron2_benchmark(
     ``coco_images_val``/``coco_ann_val`` (absolute paths are written into the registrations).
     """
     require_detectron2(config_path)
-    from sslzoo.checkpoints import load_backbone, save_detectron2
-    from sslzoo.models.backbone import depth_from_state_dict
-
     rank = int(os.environ.get("RANK", "0"))
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)

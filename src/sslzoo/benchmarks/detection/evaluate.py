@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
+from pycocotools.cocoeval import COCOeval
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
@@ -223,8 +225,6 @@ def coco_metrics(
     ``image_ids`` restricts the evaluation (default: every image of ``coco_gt``). With no
     results at all every AP is 0. COCOeval's report goes to stderr.
     """
-    from pycocotools.cocoeval import COCOeval
-
     metrics: dict[str, float] = {}
     for iou_type in iou_types:
         suffix = COCO_COLUMNS[iou_type]
@@ -252,8 +252,6 @@ def coco_metrics(
 
 def encode_masks(masks: torch.Tensor, threshold: float = 0.5) -> list[dict[str, Any]]:
     """Mask probabilities ``[K, 1, H, W]`` -> COCO RLEs of ``mask >= threshold`` (counts as str)."""
-    from pycocotools import mask as mask_utils
-
     binary = (masks[:, 0] >= threshold).cpu().numpy().astype(np.uint8)
     rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0))) if len(binary) else []
     for rle in rles:

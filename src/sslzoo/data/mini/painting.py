@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import skimage.data
 
 from sslzoo.data.mini.looks import (
     _SHAPE_EXTENT,
@@ -84,8 +85,6 @@ _SOURCE_MAX_SIDE = 256  # sources are shrunk once so that textures are not alias
 @functools.cache
 def _source(name: str) -> np.ndarray:
     """The photo behind ``name`` as float32 [H, W, 3] in 0..1 (grey photos repeated)."""
-    import skimage.data
-
     func, _ = _SOURCES[name]
     try:
         img = np.asarray(getattr(skimage.data, func)())
