@@ -12,18 +12,15 @@ from PIL import Image
 from torch import nn
 
 from sslzoo.config import load_model_config
+from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from sslzoo.data.transforms import sample_patch_boxes
 from sslzoo.errors import SslzooError
 from sslzoo.methods.relative_loc import (
     CENTRE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     NEIGHBOURS,
     RelativeLoc,
-    RelativeLocPatches,
-    crop_patches,
     make_pairs,
     neighbour_offset,
-    sample_patch_boxes,
 )
 from sslzoo.tables import load_model_entry
 
@@ -40,51 +37,11 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize(("crop", "patch"), [(255, 64), (64, 16), (30, 10)])
-def test_every_patch_lies_inside_its_cell(crop: int, patch: int) -> None:
-    cell = crop // 3
-    generator = torch.Generator().manual_seed(0)
-    offsets = []
-    for _ in range(300):
-        boxes = sample_patch_boxes(crop, patch, generator)
-        assert boxes.shape == (9, 4)
-        for index, (top, left, bottom, right) in enumerate(boxes.tolist()):
-            row, col = divmod(index, 3)
-            assert bottom - top == patch and right - left == patch
-            assert row * cell <= top and bottom <= (row + 1) * cell
-            assert col * cell <= left and right <= (col + 1) * cell
-            offsets += [top - row * cell, left - col * cell]
-    # the jitter spans the whole cell: both extreme placements occur
-    assert min(offsets) == 0 and max(offsets) == cell - patch
-
-
 def test_patch_larger_than_cell_is_refused() -> None:
     with pytest.raises(ValueError):
         sample_patch_boxes(64, 22)
     with pytest.raises(SslzooError, match="views.patch_size"):
         RelativeLoc.views({"views": {"resize": 73, "crop": 64, "patch_size": 22}})
-
-
-def test_crop_patches_cuts_the_boxes() -> None:
-    rows = torch.arange(30.0).view(30, 1).expand(30, 30)
-    cols = torch.arange(30.0).view(1, 30).expand(30, 30)
-    image = torch.stack([rows, cols, rows * 100 + cols])
-    boxes = sample_patch_boxes(30, 7, torch.Generator().manual_seed(3))
-    patches = crop_patches(image, boxes)
-    assert patches.shape == (9, 3, 7, 7)
-    for patch, (top, left, _, _) in zip(patches, boxes.tolist(), strict=True):
-        assert torch.equal(patch[0, :, 0], torch.arange(top, top + 7, dtype=torch.float32))
-        assert torch.equal(patch[1, 0, :], torch.arange(left, left + 7, dtype=torch.float32))
-
-
-def test_views_normalise_each_patch_with_imagenet_statistics() -> None:
-    transform = RelativeLocPatches(resize=73, crop=64, grayscale_p=0.66, patch_size=16)
-    grey = Image.new("RGB", (90, 80), (128, 128, 128))  # grayscale leaves it unchanged
-    patches = transform(grey)
-    assert patches.shape == (9, 3, 16, 16)
-    for channel in range(3):
-        expected = (128 / 255 - IMAGENET_MEAN[channel]) / IMAGENET_STD[channel]
-        assert torch.allclose(patches[:, channel], torch.full((9, 16, 16), expected), atol=1e-5)
 
 
 def test_views_from_config_use_the_configured_sizes() -> None:

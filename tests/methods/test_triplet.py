@@ -12,8 +12,9 @@ from PIL import Image
 
 from sslzoo.config import load_model_config
 from sslzoo.errors import SslzooError
+from sslzoo.losses import truncated_triplet_loss
 from sslzoo.methods.byol import BYOL
-from sslzoo.methods.triplet import Triplet, random_size, truncated_triplet_loss
+from sslzoo.methods.triplet import Triplet, random_size
 from sslzoo.tables import load_model_entry
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "models"

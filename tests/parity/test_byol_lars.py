@@ -17,8 +17,9 @@ import pytest
 import torch
 from torch import nn
 
-from sslzoo.methods.byol import BYOL, cosine_momentum
+from sslzoo.methods.byol import BYOL
 from sslzoo.runtime.optim import build_optimizer
+from sslzoo.runtime.schedules import cosine_momentum
 from tests.parity.reference import Recorder, import_side
 
 LIGHTLY = "lightly==1.6.0"

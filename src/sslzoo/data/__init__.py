@@ -1,1 +1,2 @@
-"""Datasets: the embedded mini dataset generator, manifests, and the readers training jobs use."""
+"""Datasets: the embedded mini dataset generator, manifests, the readers training jobs use, the
+pretraining augmentations (:mod:`sslzoo.data.transforms`) and ORL's stage-3 dataset."""

@@ -14,7 +14,8 @@ with the ImageNet statistics. The 8 (neighbour, centre) pairs of an image carry 
     3 c 4
     5 6 7
 
-The shared backbone embeds every patch, global average pooling gives ``C`` features, the pair
+The per-image transform is :class:`~sslzoo.data.transforms.RelativeLocPatches`. The shared
+backbone embeds every patch, global average pooling gives ``C`` features, the pair
 is concatenated (neighbour first, centre second, ``2C``) and classified by fc-BN-ReLU-Dropout
 -> fc(8) with cross-entropy.
 
@@ -29,16 +30,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
-from torchvision import transforms
 
 from sslzoo.config import section_with_defaults
-from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
-from sslzoo.errors import SslzooError
+from sslzoo.data.transforms import PATCH_GRID as GRID  # patches per side
+from sslzoo.data.transforms import RelativeLocPatches
 from sslzoo.models.backbone import ResNetBackbone
 
-GRID = 3  # patches per side
 CENTRE = GRID * GRID // 2  # grid index of the centre patch (4)
 NEIGHBOURS: tuple[int, ...] = tuple(i for i in range(GRID * GRID) if i != CENTRE)  # label -> grid index
 NUM_CLASSES = len(NEIGHBOURS)  # 8
@@ -51,70 +49,6 @@ def neighbour_offset(label: int) -> tuple[int, int]:
     """(row, column) offset of the neighbour with ``label`` relative to the centre patch."""
     index = NEIGHBOURS[label]
     return index // GRID - GRID // 2, index % GRID - GRID // 2
-
-
-def sample_patch_boxes(crop: int, patch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random patch boxes, one inside each cell of the 3x3 grid over a ``crop`` x ``crop`` image.
-
-    The cell is ``crop // 3`` px; the patch is placed uniformly inside it (the reference's
-    ``patch_jitter`` = cell - patch). mmselfsup 0.x mmselfsup/datasets/relative_loc.py
-    ``image_to_patches``.
-
-    Returns:
-        int64 ``[9, 4]`` boxes ``(top, left, bottom, right)`` (bottom/right exclusive), grid
-        cells in row-major order.
-    """
-    cell = crop // GRID
-    if not 0 < patch_size <= cell:
-        raise ValueError(f"patch_size {patch_size} must be in 1..{cell} (the cell of a {crop} px crop)")
-    jitter = torch.randint(0, cell - patch_size + 1, (GRID * GRID, 2), generator=generator)
-    index = torch.arange(GRID * GRID)
-    rows, cols = torch.div(index, GRID, rounding_mode="floor"), index % GRID
-    top = rows * cell + jitter[:, 0]
-    left = cols * cell + jitter[:, 1]
-    return torch.stack([top, left, top + patch_size, left + patch_size], dim=1)
-
-
-def crop_patches(image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Cut the boxes of :func:`sample_patch_boxes` out of ``image`` ``[3, H, W]`` -> ``[9, 3, P, P]``."""
-    return torch.stack([image[:, t:b, le:r] for t, le, b, r in boxes.tolist()])
-
-
-class RelativeLocPatches:
-    """Per-image transform: PIL RGB image -> the 9 normalised grid patches ``[9, 3, P, P]``.
-
-    Resize(``resize``, shorter side, bilinear) -> RandomCrop(``crop``) -> RandomGrayscale
-    (``grayscale_p``) -> ToTensor -> Normalize(ImageNet) -> 3x3 grid patches of ``patch_size``
-    (mmselfsup 0.x configs/selfsup/_base_/datasets/imagenet_relative-loc.py).
-    """
-
-    def __init__(
-        self, resize: int = 292, crop: int = 255, grayscale_p: float = 0.66, patch_size: int = 64
-    ) -> None:
-        if not 0 < patch_size <= crop // GRID:
-            raise SslzooError(
-                f"model config views.patch_size = {patch_size}: must be in 1..{crop // GRID} "
-                f"(views.crop {crop} // 3); lower patch_size or raise crop"
-            )
-        if crop > resize:
-            raise SslzooError(
-                f"model config views.crop = {crop} exceeds views.resize = {resize}; make crop <= resize"
-            )
-        self.crop = crop
-        self.patch_size = patch_size
-        self.prepare = transforms.Compose(
-            [
-                transforms.Resize(resize),
-                transforms.RandomCrop(crop),
-                transforms.RandomGrayscale(p=grayscale_p),
-                transforms.ToTensor(),
-                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            ]
-        )
-
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        image = self.prepare(img)
-        return crop_patches(image, sample_patch_boxes(self.crop, self.patch_size))
 
 
 def make_pairs(features: torch.Tensor, centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,8 @@ openselfsup/models/heads/triplet_loss_head.py,
 configs/selfsup/triplet/r50_bs4096_accumulate4_ep1000_fp16_triplet_gpu3090.py).
 
 Online/target networks, EMA momentum and views are :class:`~sslzoo.methods.byol.BYOL`'s. For
-one (prediction ``p``, target ``t``) pair over the per-process batch of ``n``:
+one (prediction ``p``, target ``t``) pair over the per-process batch of ``n``
+(:func:`~sslzoo.losses.truncated_triplet_loss`):
 
 - ``d_ij = -2 cos(p_i, t_j)``; the positive distance is ``d_ii``;
 - the negative distance of row ``i`` is the mean of its ``negatives`` (10) smallest
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 from sslzoo.config import section_with_defaults
 from sslzoo.errors import SslzooError
+from sslzoo.losses import truncated_triplet_loss
 from sslzoo.methods.byol import BYOL
 
 LOSS_KEYS: dict[str, Any] = {"margin": 100.0, "gamma": 2.0, "negatives": 10, "skip_hardest": 1}
@@ -45,46 +47,6 @@ RESIZE_KEYS: dict[str, Any] = {
 # init_weights('kaiming'), predictor init_weights('normal') (std 0.01)
 TRIPLET_PROJECTOR: dict[str, Any] = {"bias": True, "last_bias": True, "init": "kaiming"}
 TRIPLET_PREDICTOR: dict[str, Any] = {"bias": True, "last_bias": True, "init": "normal"}
-
-
-def truncated_triplet_loss(
-    prediction: torch.Tensor,
-    target: torch.Tensor,
-    margin: float = 100.0,
-    gamma: float = 2.0,
-    negatives: int = 10,
-    skip_hardest: int = 1,
-) -> torch.Tensor:
-    """Truncated triplet loss of one (prediction, target) pair of views.
-
-    Args:
-        prediction: online predictions ``[N, D]``.
-        target: target projections ``[N, D]`` (detached); row ``i`` is the positive of
-            prediction ``i``.
-        margin, gamma: ``MarginRankingLoss(margin)(d_an, gamma * d_ap, 1)``.
-        negatives: how many of the smallest off-diagonal distances per row are kept.
-        skip_hardest: how many of those (the very smallest) are dropped before averaging.
-
-    Returns:
-        the scalar mean over the ``N`` rows (float32). wanggrun/triplet
-        openselfsup/models/heads/triplet_loss_head.py ``TripletLossHead.forward``.
-    """
-    n = prediction.shape[0]
-    if n - 1 < negatives:
-        raise ValueError(
-            f"the truncated triplet loss needs at least {negatives + 1} samples per process, got {n}"
-        )
-    if not 0 <= skip_hardest < negatives:
-        raise ValueError(f"skip_hardest must be in 0..{negatives - 1}, got {skip_hardest}")
-    p = F.normalize(prediction.float(), dim=1)
-    t = F.normalize(target.detach().float(), dim=1)
-    dist = -2.0 * p @ t.t()
-    d_ap = dist.diagonal()
-    eye = torch.eye(n, dtype=torch.bool, device=dist.device)
-    off_diagonal = dist.masked_fill(eye, float("inf"))
-    nearest, _ = torch.topk(off_diagonal, negatives, dim=1, largest=False)
-    d_an = nearest[:, skip_hardest:].mean(dim=1)
-    return torch.clamp(gamma * d_ap - d_an + margin, min=0.0).mean()
 
 
 def random_size(bounds: Sequence[int], generator: torch.Generator | None = None) -> int:

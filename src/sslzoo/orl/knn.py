@@ -49,7 +49,7 @@ from sslzoo.io import read_json
 if TYPE_CHECKING:  # torch stays out of `python -m sslzoo <step> --help`
     import torch
 
-    from sslzoo.methods.byol import BYOL
+    from sslzoo.models.momentum_pair import MomentumPair
     from sslzoo.runtime.dist import DistContext
 
 KNN_KEYS: dict[str, Any] = {"k": 10, "resize": 256, "crop": 224, "batch_size": 256}
@@ -88,10 +88,12 @@ def knn_protocol(cfg: Mapping[str, Any], source: str = "model config") -> KnnPro
     return protocol
 
 
-def load_stage1(path: str | os.PathLike[str]) -> BYOL:
-    """The stage-1 BYOL model of ``results/pretrain/<stage1>/final.pth``, in eval mode, on the CPU."""
+def load_stage1(path: str | os.PathLike[str]) -> MomentumPair:
+    """The networks of the stage-1 BYOL model of ``results/pretrain/<stage1>/final.pth`` (every key of
+    its state dict: online, predictor and target), in eval mode, on the CPU."""
+    # imported here, as torch everywhere in this module: importing this module stays free of torch
     from sslzoo.checkpoints import load_checkpoint
-    from sslzoo.methods.byol import BYOL
+    from sslzoo.models.momentum_pair import MomentumPair
 
     checkpoint = load_checkpoint(path)
     meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
@@ -104,7 +106,7 @@ def load_stage1(path: str | os.PathLike[str]) -> BYOL:
             f"{path}: ORL stage 2 needs the stage-1 BYOL model, this checkpoint is method {meta.get('method')!r}; "
             "check `stage1:` in the ORL config"
         )
-    model = BYOL.from_config(meta["config"])
+    model = MomentumPair.from_config(meta["config"])
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as err:
@@ -129,7 +131,7 @@ def knn_transform(resize: int, crop: int) -> Any:
 
 
 def projection_features(
-    model: BYOL,
+    model: MomentumPair,
     dataset: Any,
     batch_size: int = 256,
     workers: int = 4,

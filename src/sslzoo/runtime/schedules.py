@@ -12,6 +12,10 @@ per epoch, ``E`` the total epochs and ``base`` a parameter group's initial lr:
 - linear warm-up over ``W = round(warmup_epochs * N)`` iterations: for ``i < W``
   ``lr = regular * (1 - (1 - i / W) * (1 - warmup_ratio))``, so it starts at
   ``warmup_ratio * regular`` and reaches ``regular`` at ``i = W``; for ``i >= W`` ``lr = regular``.
+
+Also the EMA momentum schedule of the BYOL family (:func:`cosine_momentum`, mmselfsup 0.x
+mmselfsup/core/hooks/momentum_update_hook.py), read by :meth:`MomentumPair.after_step
+<sslzoo.models.momentum_pair.MomentumPair.after_step>`.
 """
 
 from __future__ import annotations
@@ -106,3 +110,9 @@ def per_group(
     """One ``iteration -> value`` schedule per parameter group: ``value_at(group[base], iteration)``
     (e.g. ``per_group(optimizer, schedule.lr)``, the schedules of :func:`sslzoo.runtime.loop.fit`)."""
     return [partial(value_at, group[base]) for group in optimizer.param_groups]
+
+
+def cosine_momentum(base_momentum: float, progress: float) -> float:
+    """``m = 1 - (1 - m0) (cos(pi progress) + 1) / 2``: ``m0`` at progress 0, 1 at progress 1."""
+    progress = min(max(float(progress), 0.0), 1.0)
+    return 1.0 - (1.0 - base_momentum) * (math.cos(math.pi * progress) + 1.0) / 2.0
