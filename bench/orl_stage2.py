@@ -43,17 +43,16 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from sslzoo.data.datasets import load_rgb  # noqa: E402
+from sslzoo.data.images import load_rgb  # noqa: E402
 from sslzoo.models.backbone import ResNetBackbone  # noqa: E402
 from sslzoo.orl.correspondence import (  # noqa: E402
     CPU_CHUNK,
-    CorrespondenceProtocol,
     box_features,
     compute_correspondence,
     crop_boxes,
-    protocol_filter,
     select_pairs,
 )
+from sslzoo.orl.correspondence_files import CorrespondenceProtocol, protocol_filter  # noqa: E402
 from sslzoo.orl.knn import knn_faiss, knn_torch  # noqa: E402
 from sslzoo.orl.proposals import proposals_per_second, selective_search  # noqa: E402
 

@@ -13,20 +13,24 @@ import torch.nn.functional as F
 from torchvision.transforms import functional as TF
 
 from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
-from sslzoo.data.datasets import load_rgb
+from sslzoo.data.images import load_rgb
 from sslzoo.errors import SslzooError
 from sslzoo.io import write_json
 from sslzoo.orl.correspondence import (
-    CorrespondenceProtocol,
     compute_correspondence,
-    correspondence_protocol,
+    correspondence_shard,
     crop_boxes,
     encode_images,
-    filter_boxes,
     plan_chunks,
     select_pairs,
 )
-from sslzoo.orl.correspondence_files import correspondence_shard, merge_correspondence, read_correspondence
+from sslzoo.orl.correspondence_files import (
+    CorrespondenceProtocol,
+    correspondence_protocol,
+    filter_boxes,
+    merge_correspondence,
+    read_correspondence,
+)
 from sslzoo.runtime.dist import DistContext
 from tests.orl.test_knn import (
     ORL_CONFIG,
@@ -231,7 +235,9 @@ def _run_shard(tmp_path: Path, inputs, shard: str, cache_gb: float = 1.0) -> Pat
 
 @pytest.fixture
 def orl_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sslzoo.config.load_model_config", lambda path: copy.deepcopy(ORL_CONFIG))
+    # the shard (orl-correspondence) and the merge read the config each in its own module
+    for module in ("sslzoo.orl.correspondence", "sslzoo.orl.correspondence_files"):
+        monkeypatch.setattr(f"{module}.load_model_config", lambda path: copy.deepcopy(ORL_CONFIG))
 
 
 def test_sharded_then_merged_equals_unsharded(tmp_path: Path, orl_config: None) -> None:

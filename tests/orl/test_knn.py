@@ -22,16 +22,13 @@ from sslzoo.io import write_json
 from sslzoo.methods.byol import BYOL
 from sslzoo.orl.knn import (
     build_knn,
-    drop_self,
-    knn_document,
     knn_faiss,
-    knn_protocol,
     knn_torch,
     knn_transform,
     load_stage1,
     projection_features,
-    read_knn,
 )
+from sslzoo.orl.knn_files import drop_self, knn_document, knn_protocol, read_knn
 from sslzoo.runtime.dist import DistContext
 
 # The BYOL keys of config/models/byol_resnet18_mini.yaml that BYOL.from_config reads, MLPs shrunk.
@@ -240,7 +237,7 @@ def test_build_knn_writes_orl_layout_with_brute_force_neighbours(
 ) -> None:
     manifest, names = write_test_manifest(tmp_path, 7)
     model = write_checkpoint(tmp_path / "final.pth")
-    monkeypatch.setattr("sslzoo.config.load_model_config", lambda path: ORL_CONFIG)
+    monkeypatch.setattr("sslzoo.orl.knn.load_model_config", lambda path: ORL_CONFIG)
     out = tmp_path / "orl" / "knn.json"
     build_knn(tmp_path / "final.pth", "orl.yaml", manifest, out, workers=0, ctx=DistContext())
     doc = json.loads(out.read_text())

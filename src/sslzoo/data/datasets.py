@@ -11,20 +11,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from sslzoo.data.images import load_rgb
 from sslzoo.data.manifest import read_manifest
-from sslzoo.errors import SslzooError
-
-
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """Open ``path`` fully as an RGB PIL image; a missing, corrupt or truncated file raises SslzooError."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise SslzooError(
-            f"{path}: cannot read image ({type(err).__name__}: {err}); replace or delete the file and rebuild "
-            "the manifest"
-        ) from err
 
 
 class ManifestDataset(Dataset):
@@ -46,7 +34,8 @@ class ManifestDataset(Dataset):
         self.root = Path(manifest["root"])
         self.classes: list[str] = list(manifest["classes"])
         self.samples: list[tuple[str, int | tuple[int, ...]]] = [
-            (rel, tuple(label) if isinstance(label, list) else int(label)) for rel, label in manifest["samples"]
+            (rel, tuple(label) if isinstance(label, list) else int(label))
+            for rel, label in manifest["samples"]
         ]
         self.labels: np.ndarray = np.array([label for _, label in self.samples], dtype=np.int64)
         self.transform = transform

@@ -42,7 +42,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from sslzoo.data.constants import VOC_CLASSES
-from sslzoo.data.datasets import load_rgb
+from sslzoo.data.images import load_rgb
 from sslzoo.errors import SslzooError
 
 Target = dict[str, torch.Tensor]

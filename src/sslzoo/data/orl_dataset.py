@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from sslzoo.data.datasets import load_rgb
+from sslzoo.data.images import load_rgb
 from sslzoo.data.manifest import read_manifest
 from sslzoo.data.transforms import TwoViews, aug_bbox, patch_pipeline, roi_crop, split_views, view_pipeline
 from sslzoo.errors import SslzooError

@@ -46,8 +46,8 @@ from torch.utils.data import Dataset
 
 from sslzoo.benchmarks.protocol_files import schema_default
 from sslzoo.data.constants import VOC_CLASSES
-from sslzoo.data.datasets import load_rgb
 from sslzoo.data.detection import read_image_set
+from sslzoo.data.images import load_rgb
 from sslzoo.errors import SslzooError
 
 IGNORE_INDEX = 255

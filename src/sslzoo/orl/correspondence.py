@@ -6,10 +6,11 @@ Follows Jiahao000/ORL ``openselfsup/datasets/correspondence.py`` (``box_filter``
 ``tools/generate_correspondence.py`` and ``tools/merge_partial_correspondence_files.py``, with
 ``configs/selfsup/orl/coco/stage2/r50_bs512_ep800_generate_partial_correspondence/part*.py``:
 
-1. Box filter, in selective-search order (:func:`filter_boxes`): drop a box with ``w`` or ``h`` <
-   ``min_size`` (96); drop one with ``w / h`` or ``h / w`` > ``max_aspect_ratio`` (3); drop one
-   whose IoU with any box kept so far is > ``max_iou`` (0.5); keep the first ``max_boxes`` (100);
-   if none survives keep ``boxes[0]``. As in the reference a rule whose threshold is 0 is off.
+1. Box filter, in selective-search order (:func:`sslzoo.orl.correspondence_files.filter_boxes`):
+   drop a box with ``w`` or ``h`` < ``min_size`` (96); drop one with ``w / h`` or ``h / w`` >
+   ``max_aspect_ratio`` (3); drop one whose IoU with any box kept so far is > ``max_iou`` (0.5);
+   keep the first ``max_boxes`` (100); if none survives keep ``boxes[0]``. As in the reference a
+   rule whose threshold is 0 is off.
 2. Each kept box of an image is cropped from the RGB image and resized to ``crop`` x ``crop``
    (``torchvision.transforms.functional.resized_crop``, bilinear, as the reference), ToTensor,
    ImageNet mean/std; feature = stage-1 ONLINE backbone res5 map, global average pooled
@@ -33,151 +34,48 @@ a neighbour, about ``n (1 - (1 - 1/n)^(k+1))`` times over ``n`` shards for a ran
 for 8 shards, 10 for 64, 11 per image in the reference): use few, large shards where the memory
 allows.
 
-The shard, merge and read of the files: :mod:`sslzoo.orl.correspondence_files`.
+The settings, the box filter (step 1), the merge and read of the files:
+:mod:`sslzoo.orl.correspondence_files` (free of torch); one shard's run (``orl-correspondence``):
+:func:`correspondence_shard`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.transforms import functional as TF
+from tqdm import tqdm
 
+from sslzoo.config import load_model_config
+from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from sslzoo.data.images import load_rgb
+from sslzoo.data.manifest import read_manifest
 from sslzoo.errors import SslzooError
-from sslzoo.orl.knn import (
-    stage2_section,
+from sslzoo.io import write_json
+from sslzoo.orl.correspondence_files import (
+    Box,
+    CorrespondenceProtocol,
+    Pair,
+    _knn_rows_for,
+    correspondence_protocol,
+    protocol_filter,
 )
-
-if TYPE_CHECKING:  # torch stays out of `python -m sslzoo <step> --help`
-    import torch
-    from PIL import Image
-    from torch import nn
-
-    from sslzoo.runtime.dist import DistContext
-
-CORRESPONDENCE_KEYS: dict[str, Any] = {
-    "min_size": 96,
-    "max_aspect_ratio": 3.0,
-    "max_iou": 0.5,
-    "max_boxes": 100,
-    "crop": 224,
-    "pair_ratio": 0.1,
-    "batch_size": 256,
-}
-
-Box = list[Any]  # [x, y, w, h] as stored in the proposals file (ints for selective search)
-Pair = list[Any]  # [x, y, w, h, x', y', w', h']
-
-
-@dataclass(frozen=True)
-class CorrespondenceProtocol:
-    """``stage2.correspondence`` of an ORL config (see the module doc for each value)."""
-
-    min_size: float = 96
-    max_aspect_ratio: float = 3.0
-    max_iou: float = 0.5
-    max_boxes: int = 100
-    crop: int = 224
-    pair_ratio: float = 0.1
-    batch_size: int = 256
-
-    def info(self, k: int) -> dict[str, Any]:
-        """The ``info`` block of ORL's correspondence file for ``k`` KNN images."""
-        return {
-            "bbox_min_size": self.min_size,
-            "bbox_max_aspect_ratio": self.max_aspect_ratio,
-            "bbox_max_iou": self.max_iou,
-            "intra_bbox_num": self.max_boxes,
-            "knn_image_num": k,
-            "knn_bbox_pair_ratio": self.pair_ratio,
-        }
-
-
-def correspondence_protocol(cfg: Mapping[str, Any], source: str = "model config") -> CorrespondenceProtocol:
-    """The :class:`CorrespondenceProtocol` of a (validated) ORL model config."""
-    values = stage2_section(cfg, "correspondence", CORRESPONDENCE_KEYS, source)
-    protocol = CorrespondenceProtocol(**values)
-    if (
-        protocol.crop < 1
-        or protocol.batch_size < 1
-        or protocol.max_boxes < 0
-        or not 0 < protocol.pair_ratio <= 1
-    ):
-        raise SslzooError(
-            f"{source}: stage2.correspondence: crop and batch_size must be >= 1, max_boxes >= 0 and "
-            f"0 < pair_ratio <= 1, got {values}"
-        )
-    return protocol
-
-
-# --------------------------------------------------------------------------- box filter
-
-
-def filter_boxes(
-    boxes: Sequence[Sequence[float]] | np.ndarray,
-    min_size: float = 96,
-    max_aspect_ratio: float = 3.0,
-    max_iou: float = 0.5,
-    max_boxes: int = 100,
-) -> list[Box]:
-    """The boxes ORL keeps of one image's selective-search boxes ``[[x, y, w, h], ...]``, in order.
-
-    Reference ``box_filter`` (openselfsup/datasets/correspondence.py): size, then aspect ratio, then
-    greedy IoU against the boxes kept so far (IoU = intersection / union of the ``w * h`` areas),
-    then the first ``max_boxes``; ``[boxes[0]]`` when nothing survives. A threshold of 0 turns its
-    rule off (the reference tests ``if min_size:`` etc.). A box with ``w`` or ``h`` <= 0 has no
-    aspect ratio and is dropped by the aspect rule (the reference would divide by zero).
-
-    Returns:
-        The kept boxes as lists of the input's values (ints stay ints).
-    """
-    array = np.asarray(boxes)
-    if array.ndim != 2 or array.shape[1] != 4 or len(array) == 0:
-        raise ValueError(f"expected a non-empty list of [x, y, w, h] boxes, got shape {array.shape}")
-    values = array.astype(np.float64)
-    w, h = values[:, 2], values[:, 3]
-    ok = np.ones(len(values), dtype=bool)
-    if min_size:
-        ok &= (w >= min_size) & (h >= min_size)
-    if max_aspect_ratio:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ok &= (w > 0) & (h > 0) & (w / h <= max_aspect_ratio) & (h / w <= max_aspect_ratio)
-    limit = int(max_boxes) if max_boxes else len(values)
-    x1, y1 = values[:, 0], values[:, 1]
-    x2, y2 = x1 + w, y1 + h
-    area = w * h
-    kept: list[int] = []
-    kept_array = np.empty(limit, dtype=np.int64)
-    for index in np.flatnonzero(ok):
-        if len(kept) == limit:
-            break
-        if max_iou and kept:
-            others = kept_array[: len(kept)]
-            iw = np.maximum(np.minimum(x2[others], x2[index]) - np.maximum(x1[others], x1[index]), 0.0)
-            ih = np.maximum(np.minimum(y2[others], y2[index]) - np.maximum(y1[others], y1[index]), 0.0)
-            inter = iw * ih
-            with np.errstate(divide="ignore", invalid="ignore"):
-                iou = inter / (area[others] + area[index] - inter)
-            if np.max(iou) > max_iou:
-                continue
-        kept_array[len(kept)] = index
-        kept.append(int(index))
-    if not kept:
-        kept = [0]
-    return array[kept].tolist()
-
-
-def protocol_filter(
-    boxes: Sequence[Sequence[float]] | np.ndarray, protocol: CorrespondenceProtocol
-) -> list[Box]:
-    """:func:`filter_boxes` with the thresholds of ``protocol``."""
-    return filter_boxes(
-        boxes, protocol.min_size, protocol.max_aspect_ratio, protocol.max_iou, protocol.max_boxes
-    )
-
+from sslzoo.orl.knn import load_stage1
+from sslzoo.orl.knn_files import knn_protocol, read_knn
+from sslzoo.orl.proposals import read_proposals_for_manifest, shard_rows
+from sslzoo.runtime.dist import DistContext, init_distributed
 
 # --------------------------------------------------------------------------- crops and features
 
@@ -188,9 +86,6 @@ def crop_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], size: int) 
     ``TF.resized_crop(image, y, x, h, w, (size, size))`` as the reference (PIL bilinear; a box
     reaching outside the image is padded with zeros by PIL's crop).
     """
-    import torch
-    from torchvision.transforms import functional as TF
-
     crops = [
         torch.from_numpy(
             np.asarray(TF.resized_crop(image, int(y), int(x), int(h), int(w), [size, size])).copy()
@@ -216,11 +111,6 @@ def box_features(
     mode (channels-last weights run faster; the input is made channels-last). On the CPU the
     crops go through in chunks of ``CPU_CHUNK``.
     """
-    import torch
-    import torch.nn.functional as F
-
-    from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
-
     device = torch.device(device)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(-1, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(-1, 1, 1)
@@ -250,8 +140,6 @@ def encode_images(
         ``(row, kept boxes, features [B, C])`` per image, in input order, as soon as all its
         crops went through the backbone.
     """
-    import torch
-
     waiting: deque[tuple[int, list[Box], int]] = deque()
     pending: list[torch.Tensor] = []
     pending_n = 0
@@ -295,8 +183,6 @@ def select_pairs(
     1)`` entries of the cosine matrix ``[B, B']`` (flattened, best first, as ``torch.topk``) become
     ``[*boxes[q], *knn_boxes[k]]``.
     """
-    import torch
-
     sims = feats @ knn_feats.T
     count = int(pair_ratio * sims.shape[0])  # the reference's topk_num, B = the query's box count
     count = min(count if count > 0 else 1, sims.numel())
@@ -327,8 +213,6 @@ class _CropDataset:
         return len(self.rows)
 
     def __getitem__(self, n: int) -> tuple[int, list[Box], torch.Tensor]:
-        from sslzoo.data.datasets import load_rgb
-
         row = self.rows[n]
         boxes = protocol_filter(self.proposals[row], self.protocol)
         return row, boxes, crop_boxes(load_rgb(self.paths[row]), boxes, self.protocol.crop)
@@ -365,15 +249,11 @@ def _gathered_blocks(
     """This process's encoded images in ``n_blocks`` blocks of up to ``block``; with several
     processes every block is gathered onto rank 0 (which yields all processes' images; the other
     ranks yield empty lists). Every process must call it with the same ``n_blocks``."""
-    import torch
-
     for _ in range(n_blocks):
         mine = [item for _, item in zip(range(block), stream, strict=False)]
         if not ctx.distributed:
             yield mine
             continue
-        import torch.distributed as dist
-
         packed = [(row, boxes, feats.numpy()) for row, boxes, feats in mine]
         parts: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
         dist.gather_object(packed, parts, dst=0)
@@ -414,13 +294,6 @@ def compute_correspondence(
         ``row -> (kept boxes [B][4], pairs [k][n_pairs][8])`` for every row of ``rows`` on rank 0
         (an empty dict on the other ranks).
     """
-    import math
-
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from sslzoo.runtime.dist import DistContext
-
     ctx = ctx or DistContext()
     chunks = plan_chunks(rows, knn_rows, k, max_cached_images)
     total, seen = 0, set[int]()
@@ -463,4 +336,73 @@ def compute_correspondence(
     return results
 
 
-# --------------------------------------------------------------------------- files
+# --------------------------------------------------------------------------- shards
+
+
+def correspondence_shard(
+    checkpoint: str | os.PathLike[str],
+    config: str | os.PathLike[str],
+    manifest_path: str | os.PathLike[str],
+    knn_path: str | os.PathLike[str],
+    proposals_path: str | os.PathLike[str],
+    shard: str,
+    out: str | os.PathLike[str],
+    workers: int = 4,
+    cache_gb: float = 4.0,
+    ctx: DistContext | None = None,
+) -> dict[str, Any] | None:
+    """``orl-correspondence``: one shard's kept boxes and KNN box pairs, written by rank 0.
+
+    Under torchrun every process encodes a strided part of the images and rank 0 gathers the
+    features, picks the pairs and writes (:func:`compute_correspondence`). ``cache_gb`` bounds the
+    box features rank 0 keeps (counted at ``max_boxes`` boxes per image). Returns the shard
+    document on rank 0, ``None`` elsewhere.
+    """
+    ctx = ctx or init_distributed()
+    cfg = load_model_config(config)
+    k = knn_protocol(cfg, str(config)).k
+    protocol = correspondence_protocol(cfg, str(config))
+    manifest = read_manifest(manifest_path)
+    n_images = len(manifest["samples"])
+    knn_rows = _knn_rows_for(read_knn(knn_path, manifest), k, knn_path)
+    rows = shard_rows(n_images, shard)
+    needed = sorted({j for i in rows for j in (i, *knn_rows[i][:k])})
+    every_box = read_proposals_for_manifest(proposals_path, manifest_path, as_arrays=True)  # 16 bytes a box
+    proposals: dict[int, np.ndarray] = {}
+    for row in needed:
+        if len(every_box[row]) == 0:
+            raise SslzooError(
+                f"{proposals_path}: image {row} ({manifest['samples'][row][0]}) has no proposals; rerun "
+                "orl-proposals for its shard"
+            )
+        proposals[row] = np.asarray(every_box[row])
+    del every_box  # the full file is large; keep only the rows this process needs
+    backbone = load_stage1(checkpoint).backbone.to(ctx.device, memory_format=torch.channels_last).eval()
+    per_image = max(protocol.max_boxes, 1) * backbone.out_channels * 4
+    root = Path(manifest["root"])
+    paths = [root / sample[0] for sample in manifest["samples"]]
+    results = compute_correspondence(
+        backbone,
+        paths,
+        proposals,
+        knn_rows,
+        rows,
+        protocol,
+        k,
+        ctx.device,
+        workers,
+        max(1, int(cache_gb * 2**30 // per_image)),
+        progress=ctx.is_main,
+        ctx=ctx,
+    )
+    if not ctx.is_main:
+        return None
+    doc = {
+        "shard": shard,
+        "indices": rows,
+        "bbox": [results[row][0] for row in rows],
+        "knn_bbox_pair": [results[row][1] for row in rows],
+        "info": protocol.info(k),
+    }
+    write_json(Path(out), doc, indent=None)
+    return doc

@@ -1,8 +1,11 @@
-"""ORL stage 2b, the correspondence files: one shard per job, the merge, and the reader.
+"""ORL stage 2b without torch: the settings, the box filter, the correspondence files' merge and reader.
 
-The algorithm (box filter, box features, pair selection) is :mod:`sslzoo.orl.correspondence`;
-this module runs it over one shard of the query images (``orl-correspondence``), merges the
-shards (``orl-merge-correspondence``, as Jiahao000/ORL
+The algorithm (box features, pair selection) and its run over one shard of the query images
+(``orl-correspondence``, :func:`sslzoo.orl.correspondence.correspondence_shard`) are
+:mod:`sslzoo.orl.correspondence`; this module, free of torch, holds the ``stage2.correspondence``
+settings (:func:`correspondence_protocol`), the box filter (:func:`filter_boxes`, step 1 of
+:mod:`sslzoo.orl.correspondence`, ORL ``openselfsup/datasets/correspondence.py`` ``box_filter``),
+merges the shards (``orl-merge-correspondence``, as Jiahao000/ORL
 ``tools/merge_partial_correspondence_files.py``) and reads a merged file, ours or ORL's published
 one, checked against a manifest (ORL ``openselfsup/datasets/data_sources/coco_correspondence_json.py``).
 
@@ -21,18 +24,140 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from sslzoo.config import load_model_config
 from sslzoo.errors import SslzooError
 from sslzoo.io import read_json
-from sslzoo.orl.correspondence import compute_correspondence, correspondence_protocol
-from sslzoo.orl.knn import as_manifest, check_images, knn_protocol, pseudo_annotations, read_knn
+from sslzoo.orl.knn_files import as_manifest, check_images, knn_protocol, pseudo_annotations, stage2_section
+from sslzoo.orl.proposals import parse_shard, shard_rows
 
-if TYPE_CHECKING:
-    from sslzoo.runtime.dist import DistContext
+CORRESPONDENCE_KEYS: dict[str, Any] = {
+    "min_size": 96,
+    "max_aspect_ratio": 3.0,
+    "max_iou": 0.5,
+    "max_boxes": 100,
+    "crop": 224,
+    "pair_ratio": 0.1,
+    "batch_size": 256,
+}
+
+Box = list[Any]  # [x, y, w, h] as stored in the proposals file (ints for selective search)
+Pair = list[Any]  # [x, y, w, h, x', y', w', h']
+
+
+@dataclass(frozen=True)
+class CorrespondenceProtocol:
+    """``stage2.correspondence`` of an ORL config (see :mod:`sslzoo.orl.correspondence` for each value)."""
+
+    min_size: float = 96
+    max_aspect_ratio: float = 3.0
+    max_iou: float = 0.5
+    max_boxes: int = 100
+    crop: int = 224
+    pair_ratio: float = 0.1
+    batch_size: int = 256
+
+    def info(self, k: int) -> dict[str, Any]:
+        """The ``info`` block of ORL's correspondence file for ``k`` KNN images."""
+        return {
+            "bbox_min_size": self.min_size,
+            "bbox_max_aspect_ratio": self.max_aspect_ratio,
+            "bbox_max_iou": self.max_iou,
+            "intra_bbox_num": self.max_boxes,
+            "knn_image_num": k,
+            "knn_bbox_pair_ratio": self.pair_ratio,
+        }
+
+
+def correspondence_protocol(cfg: Mapping[str, Any], source: str = "model config") -> CorrespondenceProtocol:
+    """The :class:`CorrespondenceProtocol` of a (validated) ORL model config."""
+    values = stage2_section(cfg, "correspondence", CORRESPONDENCE_KEYS, source)
+    protocol = CorrespondenceProtocol(**values)
+    if (
+        protocol.crop < 1
+        or protocol.batch_size < 1
+        or protocol.max_boxes < 0
+        or not 0 < protocol.pair_ratio <= 1
+    ):
+        raise SslzooError(
+            f"{source}: stage2.correspondence: crop and batch_size must be >= 1, max_boxes >= 0 and "
+            f"0 < pair_ratio <= 1, got {values}"
+        )
+    return protocol
+
+
+# --------------------------------------------------------------------------- box filter
+
+
+def filter_boxes(
+    boxes: Sequence[Sequence[float]] | np.ndarray,
+    min_size: float = 96,
+    max_aspect_ratio: float = 3.0,
+    max_iou: float = 0.5,
+    max_boxes: int = 100,
+) -> list[Box]:
+    """The boxes ORL keeps of one image's selective-search boxes ``[[x, y, w, h], ...]``, in order.
+
+    Reference ``box_filter`` (openselfsup/datasets/correspondence.py): size, then aspect ratio, then
+    greedy IoU against the boxes kept so far (IoU = intersection / union of the ``w * h`` areas),
+    then the first ``max_boxes``; ``[boxes[0]]`` when nothing survives. A threshold of 0 turns its
+    rule off (the reference tests ``if min_size:`` etc.). A box with ``w`` or ``h`` <= 0 has no
+    aspect ratio and is dropped by the aspect rule (the reference would divide by zero).
+
+    Returns:
+        The kept boxes as lists of the input's values (ints stay ints).
+    """
+    array = np.asarray(boxes)
+    if array.ndim != 2 or array.shape[1] != 4 or len(array) == 0:
+        raise ValueError(f"expected a non-empty list of [x, y, w, h] boxes, got shape {array.shape}")
+    values = array.astype(np.float64)
+    w, h = values[:, 2], values[:, 3]
+    ok = np.ones(len(values), dtype=bool)
+    if min_size:
+        ok &= (w >= min_size) & (h >= min_size)
+    if max_aspect_ratio:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ok &= (w > 0) & (h > 0) & (w / h <= max_aspect_ratio) & (h / w <= max_aspect_ratio)
+    limit = int(max_boxes) if max_boxes else len(values)
+    x1, y1 = values[:, 0], values[:, 1]
+    x2, y2 = x1 + w, y1 + h
+    area = w * h
+    kept: list[int] = []
+    kept_array = np.empty(limit, dtype=np.int64)
+    for index in np.flatnonzero(ok):
+        if len(kept) == limit:
+            break
+        if max_iou and kept:
+            others = kept_array[: len(kept)]
+            iw = np.maximum(np.minimum(x2[others], x2[index]) - np.maximum(x1[others], x1[index]), 0.0)
+            ih = np.maximum(np.minimum(y2[others], y2[index]) - np.maximum(y1[others], y1[index]), 0.0)
+            inter = iw * ih
+            with np.errstate(divide="ignore", invalid="ignore"):
+                iou = inter / (area[others] + area[index] - inter)
+            if np.max(iou) > max_iou:
+                continue
+        kept_array[len(kept)] = index
+        kept.append(int(index))
+    if not kept:
+        kept = [0]
+    return array[kept].tolist()
+
+
+def protocol_filter(
+    boxes: Sequence[Sequence[float]] | np.ndarray, protocol: CorrespondenceProtocol
+) -> list[Box]:
+    """:func:`filter_boxes` with the thresholds of ``protocol``."""
+    return filter_boxes(
+        boxes, protocol.min_size, protocol.max_aspect_ratio, protocol.max_iou, protocol.max_boxes
+    )
+
+
+# --------------------------------------------------------------------------- files
 
 
 def _knn_rows_for(doc: Mapping[str, Any], k: int, path: str | os.PathLike[str]) -> list[list[int]]:
@@ -44,84 +169,6 @@ def _knn_rows_for(doc: Mapping[str, Any], k: int, path: str | os.PathLike[str]) 
             "rerun orl-knn with this config"
         )
     return rows
-
-
-def correspondence_shard(
-    checkpoint: str | os.PathLike[str],
-    config: str | os.PathLike[str],
-    manifest_path: str | os.PathLike[str],
-    knn_path: str | os.PathLike[str],
-    proposals_path: str | os.PathLike[str],
-    shard: str,
-    out: str | os.PathLike[str],
-    workers: int = 4,
-    cache_gb: float = 4.0,
-    ctx: DistContext | None = None,
-) -> dict[str, Any] | None:
-    """``orl-correspondence``: one shard's kept boxes and KNN box pairs, written by rank 0.
-
-    Under torchrun every process encodes a strided part of the images and rank 0 gathers the
-    features, picks the pairs and writes (:func:`compute_correspondence`). ``cache_gb`` bounds the
-    box features rank 0 keeps (counted at ``max_boxes`` boxes per image). Returns the shard
-    document on rank 0, ``None`` elsewhere.
-    """
-    import torch
-
-    from sslzoo.config import load_model_config
-    from sslzoo.data.manifest import read_manifest
-    from sslzoo.io import write_json
-    from sslzoo.orl.knn import load_stage1
-    from sslzoo.orl.proposals import read_proposals_for_manifest, shard_rows
-    from sslzoo.runtime.dist import init_distributed
-
-    ctx = ctx or init_distributed()
-    cfg = load_model_config(config)
-    k = knn_protocol(cfg, str(config)).k
-    protocol = correspondence_protocol(cfg, str(config))
-    manifest = read_manifest(manifest_path)
-    n_images = len(manifest["samples"])
-    knn_rows = _knn_rows_for(read_knn(knn_path, manifest), k, knn_path)
-    rows = shard_rows(n_images, shard)
-    needed = sorted({j for i in rows for j in (i, *knn_rows[i][:k])})
-    every_box = read_proposals_for_manifest(proposals_path, manifest_path, as_arrays=True)  # 16 bytes a box
-    proposals: dict[int, np.ndarray] = {}
-    for row in needed:
-        if len(every_box[row]) == 0:
-            raise SslzooError(
-                f"{proposals_path}: image {row} ({manifest['samples'][row][0]}) has no proposals; rerun "
-                "orl-proposals for its shard"
-            )
-        proposals[row] = np.asarray(every_box[row])
-    del every_box  # the full file is large; keep only the rows this process needs
-    backbone = load_stage1(checkpoint).backbone.to(ctx.device, memory_format=torch.channels_last).eval()
-    per_image = max(protocol.max_boxes, 1) * backbone.out_channels * 4
-    root = Path(manifest["root"])
-    paths = [root / sample[0] for sample in manifest["samples"]]
-    results = compute_correspondence(
-        backbone,
-        paths,
-        proposals,
-        knn_rows,
-        rows,
-        protocol,
-        k,
-        ctx.device,
-        workers,
-        max(1, int(cache_gb * 2**30 // per_image)),
-        progress=ctx.is_main,
-        ctx=ctx,
-    )
-    if not ctx.is_main:
-        return None
-    doc = {
-        "shard": shard,
-        "indices": rows,
-        "bbox": [results[row][0] for row in rows],
-        "knn_bbox_pair": [results[row][1] for row in rows],
-        "info": protocol.info(k),
-    }
-    write_json(Path(out), doc, indent=None)
-    return doc
 
 
 def merge_correspondence(
@@ -136,9 +183,6 @@ def merge_correspondence(
     missing, duplicate, foreign or stale shard. ``images`` and ``image_id`` are copied from the
     knn file, ``knn_image_id`` too (its first ``k`` per image, the ones the pairs belong to).
     """
-    from sslzoo.config import load_model_config
-    from sslzoo.orl.proposals import parse_shard, shard_rows
-
     cfg = load_model_config(config)
     k = knn_protocol(cfg, str(config)).k
     info = correspondence_protocol(cfg, str(config)).info(k)

@@ -47,8 +47,9 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import numpy as np
+from tqdm import tqdm
 
-from sslzoo.data.datasets import load_rgb
+from sslzoo.data.images import load_rgb
 from sslzoo.data.manifest import read_manifest
 from sslzoo.errors import SslzooError
 from sslzoo.io import read_json
@@ -159,8 +160,6 @@ def propose_shard(
     Returns ``{"shard", "indices": [rows], "bbox": [per row, [[x, y, w, h], ...]]}``. An image
     that cannot be read stops the shard with an SslzooError naming the file.
     """
-    from tqdm import tqdm
-
     if backend not in BACKENDS:
         raise SslzooError(f"unknown selective-search backend {backend!r}; use one of {', '.join(BACKENDS)}")
     manifest = read_manifest(manifest_path)

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from sslzoo.orl.correspondence_files import correspondence_shard
+    from sslzoo.orl.correspondence import correspondence_shard
     from sslzoo.runtime.dist import cleanup, init_distributed
 
     ctx = init_distributed()
