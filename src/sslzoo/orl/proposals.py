@@ -53,6 +53,7 @@ from sslzoo.data.images import load_rgb
 from sslzoo.data.manifest import read_manifest
 from sslzoo.errors import SslzooError
 from sslzoo.io import read_json
+from sslzoo.orl.knn_files import manifest_ids
 
 BACKENDS = ("opencv", "selectivesearch")
 
@@ -174,14 +175,6 @@ def propose_shard(
     return {"shard": shard, "indices": rows, "bbox": boxes}
 
 
-def _image_ids(manifest: dict[str, Any]) -> list[int]:
-    """COCO ids of a manifest's rows (its ``ids`` key, see sslzoo.data.coco), else the row indices."""
-    ids = manifest.get("ids")
-    if isinstance(ids, list) and len(ids) == len(manifest["samples"]):
-        return ids
-    return list(range(len(manifest["samples"])))
-
-
 def _merged_rows(
     manifest_path: str | os.PathLike[str], shard_files: Sequence[str | os.PathLike[str]]
 ) -> tuple[dict[str, Any], list[str]]:
@@ -241,7 +234,7 @@ def _merged_rows(
 
 
 def _images_key(manifest: dict[str, Any]) -> dict[str, list[Any]]:
-    return {"file_name": [s[0] for s in manifest["samples"]], "id": _image_ids(manifest)}
+    return {"file_name": [s[0] for s in manifest["samples"]], "id": manifest_ids(manifest)}
 
 
 def merge_proposals(
