@@ -1,77 +1,24 @@
-"""The run record: its fields on this machine, the job's wall time, the protocol comparison."""
+"""The run record's format: the protocol side, the job's wall time, the protocol comparison, the
+checks the tables run, and the module imports no torch."""
 
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import torch
 
 from sslzoo.errors import SslzooError
-from sslzoo.io import git_revision
 from sslzoo.run_record import (
     check_record,
-    cpu_model,
-    device_name,
     differs_from_protocol,
     process_age,
     protocol_batch,
-    run_record,
 )
 from sslzoo.runtime.dist import DistContext
-
-
-def test_record_on_cpu_holds_the_versions_device_and_batch_product() -> None:
-    protocol = protocol_batch("config/models/x.yaml", 8, per_process_batch=32, accumulate=16)
-    record = run_record(
-        world_size=2,
-        per_process_batch=32,
-        accumulate=4,
-        seed=7,
-        device=torch.device("cpu"),
-        protocol=protocol,
-    )
-    assert record["total_batch"] == 2 * 32 * 4
-    assert (record["world_size"], record["per_process_batch"], record["accumulate"], record["seed"]) == (
-        2,
-        32,
-        4,
-        7,
-    )
-    assert record["torch"] == torch.__version__ and record["cuda"] == torch.version.cuda
-    assert record["cuda_available"] == torch.cuda.is_available()
-    assert record["device"] == cpu_model() and record["git_rev"] == git_revision()
-    assert record["protocol"] == protocol
-    assert protocol["total_batch"] == 8 * 32 * 16 and protocol["config"] == "config/models/x.yaml"
-
-
-def test_cpu_model_comes_from_cpuinfo_or_platform() -> None:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
-        names = {
-            line.partition(":")[2].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.partition(":")[0].strip() == "model name"
-        }
-        assert cpu_model() in names
-    else:
-        assert cpu_model() in (platform.processor(), platform.machine(), "unknown")
-    if not torch.cuda.is_available():
-        assert device_name() == cpu_model()
-    else:
-        assert device_name() == torch.cuda.get_device_name()
-
-
-def test_steps_that_do_not_train_have_no_batch_and_no_protocol() -> None:
-    record = run_record(world_size=1, per_process_batch=None, accumulate=None, seed=None)
-    assert record["total_batch"] is None and record["protocol"] is None
-    assert not differs_from_protocol(record)
-    assert check_record(record, "metrics.json: meta.run") == record
+from sslzoo.runtime.record import run_record
 
 
 def test_protocol_batch_from_the_total_or_the_per_process_batch() -> None:
@@ -139,3 +86,13 @@ def test_malformed_records_name_the_file_and_key(change: dict, message: str) -> 
     record = {**_record(1, 32, 1, 32), **change}
     with pytest.raises(SslzooError, match=message):
         check_record(record, "run.json")
+
+
+def test_the_record_format_imports_no_torch() -> None:
+    """The table jobs read records through this module and the tables, without torch."""
+    code = (
+        "import sys; import sslzoo.run_record, sslzoo.tables; "
+        "print(sorted(name for name in ('torch', 'torchvision') if name in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr

@@ -11,7 +11,8 @@ import yaml
 
 from sslzoo.benchmarks.registry import SECTIONS
 from sslzoo.errors import SslzooError
-from sslzoo.run_record import protocol_batch, run_record
+from sslzoo.run_record import protocol_batch
+from sslzoo.runtime.record import run_record
 from sslzoo.steps import tables as tables_step
 from sslzoo.tables import (
     format_value,

@@ -7,7 +7,8 @@ this record into its ``metrics.json`` under ``meta.run``; pretraining writes it 
 and footnote a row whose world size or total batch differs from its protocol's
 (:func:`differs_from_protocol`).
 
-A record (:class:`RunRecord`, built by :func:`run_record`) holds:
+A record (:class:`RunRecord`, built by :func:`sslzoo.runtime.record.run_record`, which adds
+the torch facts; this module imports no torch, so the table jobs read records without it) holds:
 
 - ``world_size``: processes of the job (torchrun workers; 1 for a plain process).
 - ``per_process_batch``: images per forward/backward pass and process.
@@ -38,13 +39,9 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, TypedDict
 
 from sslzoo.errors import SslzooError
-from sslzoo.io import git_revision
-
-if TYPE_CHECKING:
-    import torch
 
 
 class ProtocolBatch(TypedDict):
@@ -121,17 +118,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def device_name(device: torch.device | None = None) -> str:
-    """The GPU's name for a CUDA ``device`` (default: CUDA when available), else :func:`cpu_model`."""
-    import torch
-
-    if device is None:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return cpu_model()
-
-
 def process_age(pid: int) -> float | None:
     """Seconds since process ``pid`` started (from /proc, 0.01 s resolution); None without /proc."""
     try:
@@ -149,50 +135,6 @@ def job_wall_time() -> float | None:
     the age of the torchrun launcher that started it (the job's own process)."""
     pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else os.getpid()
     return process_age(pid)
-
-
-def run_record(
-    *,
-    world_size: int,
-    per_process_batch: int | None,
-    accumulate: int | None,
-    seed: int | None,
-    device: torch.device | None = None,
-    protocol: ProtocolBatch | None = None,
-) -> RunRecord:
-    """The record of the running job (see the module docstring for every field).
-
-    Args:
-        world_size: the job's process count (``DistContext.world_size``).
-        per_process_batch: images per pass and process; None for steps that do not train.
-        accumulate: micro-batches per optimizer step (1 without accumulation); None for steps
-            that do not train.
-        seed: the job's seed; None where the step has no randomness.
-        device: the device the job computed on (default: CUDA when available, else the CPU).
-        protocol: what the protocol asks for (:func:`protocol_batch`); None for steps that do
-            not train.
-    """
-    import torch
-
-    total = (
-        None
-        if per_process_batch is None or accumulate is None
-        else world_size * per_process_batch * accumulate
-    )
-    return RunRecord(
-        world_size=int(world_size),
-        per_process_batch=per_process_batch,
-        accumulate=accumulate,
-        total_batch=total,
-        seed=seed,
-        torch=str(torch.__version__),
-        cuda=torch.version.cuda,
-        cuda_available=bool(torch.cuda.is_available()),
-        device=device_name(device),
-        git_rev=git_revision(),
-        wall_time_s=job_wall_time(),
-        protocol=protocol,
-    )
 
 
 def differs_from_protocol(record: RunRecord) -> bool:

@@ -38,12 +38,13 @@ from tqdm import tqdm
 
 from sslzoo.benchmarks.linear_protocol import TrainSettings
 from sslzoo.errors import SslzooError
-from sslzoo.run_record import RunRecord, protocol_batch, run_record
+from sslzoo.run_record import RunRecord, protocol_batch
 from sslzoo.runtime.device import move_to_device
 from sslzoo.runtime.dist import DistContext, broadcast_buffers
 from sslzoo.runtime.loaders import batches_per_epoch, epoch_loader, per_rank_batch
 from sslzoo.runtime.loop import fit
 from sslzoo.runtime.optim import NORM_LAYERS
+from sslzoo.runtime.record import run_record
 from sslzoo.runtime.run_dir import Fingerprint, RunDir
 from sslzoo.runtime.schedules import LrSchedule, per_group
 

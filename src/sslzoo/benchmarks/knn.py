@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from sslzoo.benchmarks.protocol_files import read_protocol
 from sslzoo.errors import SslzooError
 from sslzoo.io import git_revision, write_json
-from sslzoo.run_record import run_record
+from sslzoo.runtime.record import run_record
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import torch
 from sslzoo.benchmarks.protocol_files import read_protocol, schema_default
 from sslzoo.errors import SslzooError
 from sslzoo.io import git_revision
-from sslzoo.run_record import run_record
+from sslzoo.runtime.record import run_record
 
 FEATURE_LAYERS = ("feature1", "feature2", "feature3", "feature4", "feature5")
 SOLVERS = ("fast", "sklearn")

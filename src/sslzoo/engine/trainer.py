@@ -33,7 +33,7 @@ from sslzoo.data.datasets import ManifestDataset
 from sslzoo.errors import SslzooError
 from sslzoo.io import atomic_write_bytes, file_digest, git_revision, write_json
 from sslzoo.methods import METHODS
-from sslzoo.run_record import protocol_batch, run_record
+from sslzoo.run_record import protocol_batch
 from sslzoo.runtime.checkpoint import save_atomic
 from sslzoo.runtime.device import move_to_device
 from sslzoo.runtime.dist import DistContext, barrier, cleanup, init_distributed
@@ -41,6 +41,7 @@ from sslzoo.runtime.loaders import batches_per_epoch, epoch_loader
 from sslzoo.runtime.loop import fit
 from sslzoo.runtime.optim import build_optimizer
 from sslzoo.runtime.progress import say
+from sslzoo.runtime.record import run_record
 from sslzoo.runtime.run_dir import LATEST, TRAIN_LOG, RunDir
 from sslzoo.runtime.schedules import build_schedule, per_group
 
