@@ -320,7 +320,7 @@ def test_external_checkpoint_is_evaluated_like_our_own(mini_zoo: Path) -> None:
     cfg = yaml.safe_load((mini_zoo / "config" / "mini.yaml").read_text())
     cfg["external"] = {"my-checkpoint": "external/epoch_2.pth"}
     (mini_zoo / "config" / "with_external.yaml").write_text(yaml.safe_dump(cfg))
-    run = _run(mini_zoo, "table_knn_imagenet", "--configfile", "config/with_external.yaml", timeout=900)
+    run = _run(mini_zoo, "results/tables/benchmarks/knn_imagenet.md", "--configfile", "config/with_external.yaml", timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     ours, theirs = (
         _metrics(mini_zoo, "knn_imagenet", MODEL),

@@ -501,25 +501,3 @@ def all_plots():
     return expand("results/plots/loss/{model}.svg", model=trained) + expand(
         "results/plots/{benchmark}.svg", benchmark=K_PLOTS
     )
-
-
-def table_target(table):
-    """Input function of the `table_<benchmark>` target rules: that table's markdown page."""
-
-    def _table_target(wildcards):
-        if table not in TABLES:
-            _fail("benchmarks", f"table '{table}' needs benchmark '{table}' in the config; add it to run this target")
-        return f"results/tables/benchmarks/{table}.md"
-
-    return _table_target
-
-
-def page_target(method):
-    """Input function of the `page_<method>` target rules: that method's markdown page."""
-
-    def _page_target(wildcards):
-        if method not in METHODS:
-            _fail("models", f"page '{method}' needs a model of method '{method}' in the config; add one to run this target")
-        return f"results/tables/{method}.md"
-
-    return _page_target

@@ -144,9 +144,11 @@ rule k_plot:
 
 
 # ---------------------------------------------------------------- targets
-# `snakemake tables`, `snakemake plots`, and one target per table and per method page:
-# `snakemake table_knn_imagenet` runs only what the kNN table needs. A target whose benchmark
-# or method is not in the config stops with a message naming the config key.
+# `snakemake tables` (every page) and `snakemake plots` (every figure). One table or one method
+# page is its file: `snakemake results/tables/benchmarks/knn_imagenet.md` runs only what the
+# kNN table needs, `snakemake results/tables/byol.md` only what BYOL's page needs. A table or a
+# method not in the config has no rule to make it (the `table` and `method` wildcards take the
+# configured names only).
 
 
 rule tables:
@@ -158,106 +160,4 @@ rule tables:
 rule plots:
     input:
         all_plots(),
-    default_target: False
-
-
-rule table_svm_voc07:
-    input:
-        table_target("svm_voc07"),
-    default_target: False
-
-
-rule table_lowshot_voc07:
-    input:
-        table_target("lowshot_voc07"),
-    default_target: False
-
-
-rule table_linear_imagenet:  # with linear_avgpool_imagenet's AvgPool column
-    input:
-        table_target("linear_imagenet"),
-    default_target: False
-
-
-rule table_linear_places205:
-    input:
-        table_target("linear_places205"),
-    default_target: False
-
-
-rule table_linear_inat18:
-    input:
-        table_target("linear_inat18"),
-    default_target: False
-
-
-rule table_knn_imagenet:
-    input:
-        table_target("knn_imagenet"),
-    default_target: False
-
-
-rule table_semi_in1k_1pct:
-    input:
-        table_target("semi_in1k_1pct"),
-    default_target: False
-
-
-rule table_semi_in1k_10pct:
-    input:
-        table_target("semi_in1k_10pct"),
-    default_target: False
-
-
-rule table_det_voc0712:
-    input:
-        table_target("det_voc0712"),
-    default_target: False
-
-
-rule table_det_coco:
-    input:
-        table_target("det_coco"),
-    default_target: False
-
-
-rule table_seg_voc12aug:
-    input:
-        table_target("seg_voc12aug"),
-    default_target: False
-
-
-rule table_seg_cityscapes:
-    input:
-        table_target("seg_cityscapes"),
-    default_target: False
-
-
-rule page_relative_loc:
-    input:
-        page_target("relative_loc"),
-    default_target: False
-
-
-rule page_rotation_pred:
-    input:
-        page_target("rotation_pred"),
-    default_target: False
-
-
-rule page_byol:
-    input:
-        page_target("byol"),
-    default_target: False
-
-
-rule page_orl:
-    input:
-        page_target("orl"),
-    default_target: False
-
-
-rule page_triplet:
-    input:
-        page_target("triplet"),
     default_target: False
