@@ -11,6 +11,7 @@ import pytest
 import sslzoo.config
 from sslzoo.benchmarks.detection.models import ARCHITECTURES, NORMS
 from sslzoo.benchmarks.detection.train import load_detection_config
+from sslzoo.benchmarks.feature_files import FEATURE_LAYERS
 from sslzoo.benchmarks.features import LAYER_NAMES, load_feature_protocol
 from sslzoo.benchmarks.knn import load_knn_config
 from sslzoo.benchmarks.linear_protocol import load_linear_config
@@ -18,7 +19,7 @@ from sslzoo.benchmarks.protocol_files import SCHEMAS, read_protocol, schema_defa
 from sslzoo.benchmarks.registry import BENCHMARKS, KINDS
 from sslzoo.benchmarks.segmentation import load_segmentation_config
 from sslzoo.benchmarks.semi import load_semi_config
-from sslzoo.benchmarks.svm_protocol import FEATURE_LAYERS, load_lowshot_config, load_svm_config
+from sslzoo.benchmarks.svm_protocol import load_lowshot_config, load_svm_config
 from sslzoo.config import SCHEMA_DIR, resolve_ref
 from sslzoo.errors import SslzooError
 

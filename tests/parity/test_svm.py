@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sslzoo.benchmarks.svm_protocol import FEATURE_LAYERS, VocSplit, load_voc_split
+from sslzoo.benchmarks.feature_files import FEATURE_LAYERS
+from sslzoo.benchmarks.svm_protocol import VocSplit, load_voc_split
 from sslzoo.benchmarks.svm_sklearn import LIBLINEAR_SEED
 from sslzoo.benchmarks.svm_voc07 import svm_benchmark
 from tests.parity.reference import (

@@ -18,10 +18,8 @@ The npz holds the requested layers (float32 ``[N, D]``), ``labels`` (int64 ``[N]
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from tqdm import tqdm
 
+from sslzoo.benchmarks.feature_files import label_array, save_npz
 from sslzoo.benchmarks.protocol_files import read_protocol
 from sslzoo.checkpoints import load_checkpoint
 from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
@@ -252,30 +251,6 @@ def compute_features(
     )
     dist.gather_object(shard, gathered, dst=0)
     return interleave_shards(gathered, total) if gathered is not None else None
-
-
-def label_array(labels: Sequence[Any]) -> np.ndarray:
-    """int64 ``[N]`` for single-label datasets, int8 ``[N, C]`` (1/-1/0) for multi-label ones."""
-    array = np.asarray(labels)
-    if array.ndim == 1:
-        return array.astype(np.int64)
-    if array.ndim == 2:
-        return array.astype(np.int8)
-    raise SslzooError(f"labels must be [N] or [N, C], got shape {array.shape}")
-
-
-def save_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` through a temporary file and a rename (no truncated cache after a crash)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def extract_features(

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sslzoo.benchmarks.feature_files import read_layer
 from sslzoo.benchmarks.protocol_files import read_protocol
 from sslzoo.errors import SslzooError
 from sslzoo.io import git_revision, write_json
@@ -174,20 +175,9 @@ def load_knn_config(path: str | os.PathLike[str]) -> tuple[KnnConfig, dict[str, 
 
 def _load_split(path: str | os.PathLike[str], layer: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Features of ``layer``, int64 labels and class names of one feature file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SslzooError(f"{path}: feature file not found; run `python -m sslzoo extract-features` for it")
-    with np.load(path, allow_pickle=False) as data:
-        if layer not in data.files:
-            raise SslzooError(
-                f"{path}: no layer '{layer}' (has {sorted(data.files)}); set 'layer' in the kNN config"
-            )
-        features, labels = data[layer], data["labels"]
-        classes = [str(name) for name in data["classes"]]
+    features, labels, classes = read_layer(path, layer, "set 'layer' in the kNN config")
     if labels.ndim != 1:
         raise SslzooError(f"{path}: kNN needs single-label data, labels have shape {labels.shape}")
-    if not np.isfinite(features).all():
-        raise SslzooError(f"{path}: layer '{layer}' holds NaN or infinite values; the backbone diverged")
     return features, labels.astype(np.int64), classes
 
 

@@ -28,18 +28,17 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from sslzoo.benchmarks.feature_files import read_layer
 from sslzoo.benchmarks.protocol_files import read_protocol, schema_default
 from sslzoo.errors import SslzooError
 from sslzoo.io import git_revision
 from sslzoo.runtime.record import run_record
 
-FEATURE_LAYERS = ("feature1", "feature2", "feature3", "feature4", "feature5")
 SOLVERS = ("fast", "sklearn")
 
 
@@ -157,30 +156,9 @@ class VocSplit:
     classes: list[str]
 
 
-def feature_layers(path: str | os.PathLike[str]) -> list[str]:
-    """The ``featureN`` layers stored in a feature file, in order."""
-    path = Path(path)
-    if not path.is_file():
-        raise SslzooError(f"{path}: feature file not found; run `python -m sslzoo extract-features` for it")
-    with np.load(path, allow_pickle=False) as data:
-        return [name for name in FEATURE_LAYERS if name in data.files]
-
-
 def load_voc_split(path: str | os.PathLike[str], layer: str) -> VocSplit:
     """Read one layer and the 1/-1/0 targets of a VOC feature file, checking both."""
-    path = Path(path)
-    if not path.is_file():
-        raise SslzooError(f"{path}: feature file not found; run `python -m sslzoo extract-features` for it")
-    with np.load(path, allow_pickle=False) as data:
-        if layer not in data.files:
-            raise SslzooError(
-                f"{path}: no layer '{layer}' (has {sorted(data.files)}); fix the layer(s) in the SVM config"
-            )
-        for key in ("labels", "classes"):
-            if key not in data.files:
-                raise SslzooError(f"{path}: no '{key}' array; extract the features again")
-        features, targets = data[layer], data["labels"]
-        classes = [str(name) for name in data["classes"]]
+    features, targets, classes = read_layer(path, layer, "fix the layer(s) in the SVM config")
     if targets.ndim != 2 or targets.shape != (len(features), len(classes)):
         raise SslzooError(
             f"{path}: the SVM benchmarks need multi-label targets [N, {len(classes)}], got labels {targets.shape}; "
@@ -188,8 +166,6 @@ def load_voc_split(path: str | os.PathLike[str], layer: str) -> VocSplit:
         )
     if not np.isin(targets, (1, -1, 0)).all():
         raise SslzooError(f"{path}: labels must be 1 (present), -1 (absent) or 0 (difficult)")
-    if not np.isfinite(features).all():
-        raise SslzooError(f"{path}: layer '{layer}' holds NaN or infinite values; the backbone diverged")
     return VocSplit(features=features, targets=targets.astype(np.int8), classes=classes)
 
 

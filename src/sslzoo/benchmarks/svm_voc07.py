@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sslzoo.benchmarks.feature_files import feature_layers
 from sslzoo.benchmarks.svm_protocol import (
     SOLVERS,
     LayerResult,
@@ -37,7 +38,6 @@ from sslzoo.benchmarks.svm_protocol import (
     _device,
     _meta,
     _nanmean,
-    feature_layers,
     json_ready,
     load_svm_config,
     load_voc_split,
