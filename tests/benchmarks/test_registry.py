@@ -38,3 +38,34 @@ def test_a_malformed_entry_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(registry, "BENCHMARKS", bad)
     with pytest.raises(ValueError, match="broken: table 'no_such_table' has no section"):
         registry._check()
+
+
+def _with_own_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry with one paper's own protocol, ``linear_own``, run only for models that list it."""
+    own = registry.Benchmark("linear", ("imagenet",), registry.Section("Own", "d", ("AvgPool",)), every_model=False)
+    monkeypatch.setattr(registry, "BENCHMARKS", dict(BENCHMARKS, linear_own=own))
+
+
+def test_reported_numbers_of_an_own_protocol_need_the_model_to_run_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_own_protocol(monkeypatch)
+    registry.check_model_benchmarks(["linear_own"], ["linear_own", "knn_imagenet"], "m.yaml")
+    registry.check_model_benchmarks([], ["linear_imagenet", "knn_imagenet"], "m.yaml")
+    with pytest.raises(SslzooError, match=r"m\.yaml: reported\.linear_own .* add 'linear_own' to the model's extra_benchmarks"):
+        registry.check_model_benchmarks([], ["linear_own"], "m.yaml")
+
+
+def test_extra_benchmarks_name_only_registered_own_protocols(monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_own_protocol(monkeypatch)
+    with pytest.raises(SslzooError, match=r"m\.yaml: extra_benchmarks names 'knn_imagenet', which runs for every model"):
+        registry.check_model_benchmarks(["knn_imagenet"], [], "m.yaml")
+    with pytest.raises(SslzooError, match=r"m\.yaml: extra_benchmarks: 'linear_nope' is not a benchmark"):
+        registry.check_model_benchmarks(["linear_nope"], [], "m.yaml")
+
+
+def test_a_column_benchmark_runs_for_the_models_of_its_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_own_protocol(monkeypatch)
+    bad = dict(registry.BENCHMARKS, linear_own_col=registry.Benchmark("linear", ("imagenet",), table="linear_own"))
+    monkeypatch.setattr(registry, "BENCHMARKS", bad)
+    monkeypatch.setattr(registry, "SECTIONS", dict(SECTIONS, linear_own=bad["linear_own"].section))
+    with pytest.raises(ValueError, match="linear_own_col: runs for other models than table 'linear_own'"):
+        registry._check()

@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from sslzoo.benchmarks.protocol_files import read_protocol
-from sslzoo.benchmarks.registry import BENCHMARKS, of_kind, table_of
+from sslzoo.benchmarks.registry import BENCHMARKS, check_model_benchmarks, of_kind, table_of
 from sslzoo.errors import SslzooError
 
 
@@ -38,6 +38,10 @@ def _load_model_config(name, key):
         validate(model_cfg, schema=MODEL_SCHEMA, set_default=True)
     except WorkflowError as err:
         raise WorkflowError(f"{path}: invalid model config", err)
+    try:
+        check_model_benchmarks(model_cfg["extra_benchmarks"], list(model_cfg["reported"]), path)
+    except SslzooError as err:
+        raise WorkflowError(str(err))
     if model_cfg["dataset"] not in config["datasets"]:
         _fail(
             "datasets",
@@ -430,8 +434,17 @@ def features_protocol(wildcards):
 # ---------------------------------------------------------------- targets
 
 
+def benchmark_models(benchmark):
+    """The models a benchmark runs for: all of them for the zoo's common protocols; for a paper's
+    own protocol (registry `every_model=False`) the pretrained models that list it under
+    `extra_benchmarks:` in their config."""
+    if BENCHMARKS[benchmark].every_model:
+        return ALL_MODELS
+    return [name for name in PRETRAINED if benchmark in MODEL_CONFIGS[name]["extra_benchmarks"]]
+
+
 def benchmark_results(benchmark):
-    return expand("results/benchmarks/{benchmark}/{model}/metrics.json", benchmark=benchmark, model=ALL_MODELS)
+    return expand("results/benchmarks/{benchmark}/{model}/metrics.json", benchmark=benchmark, model=benchmark_models(benchmark))
 
 
 def all_benchmark_results():
@@ -457,12 +470,15 @@ def _method_models(method):
 
 
 def method_metrics(wildcards):
-    """Input function: the metrics of the method's models and of the baseline, every benchmark."""
-    return expand(
-        "results/benchmarks/{benchmark}/{model}/metrics.json",
-        benchmark=list(config["benchmarks"]),
-        model=_method_models(wildcards.method) + BASELINES,
-    )
+    """Input function: the metrics of the method's models and of the baseline, every benchmark
+    each runs for."""
+    models = set(_method_models(wildcards.method) + BASELINES)
+    return [
+        f"results/benchmarks/{bench}/{model}/metrics.json"
+        for bench in config["benchmarks"]
+        for model in benchmark_models(bench)
+        if model in models
+    ]
 
 
 def method_model_configs(wildcards):

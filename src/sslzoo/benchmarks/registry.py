@@ -43,6 +43,10 @@ class Benchmark:
         section: its table section; ``None`` when its numbers are columns of ``table``'s.
         table: for ``section=None``, the benchmark whose table holds its columns.
         k_label: the y label of its plot against k, for a benchmark whose columns are ``k=N``.
+        every_model: True for the zoo's common protocols, run for every model, external
+            checkpoint and the ``random`` baseline; False for a paper's own protocol, run only for
+            the pretrained models whose config lists it under ``extra_benchmarks:`` (the rows
+            whose reported numbers it produced).
     """
 
     kind: str
@@ -50,6 +54,7 @@ class Benchmark:
     section: Section | None = None
     table: str | None = None
     k_label: str | None = None
+    every_model: bool = True
 
 
 _FEATURES = ("Feature1", "Feature2", "Feature3", "Feature4", "Feature5", "AvgPool")
@@ -197,6 +202,28 @@ def of_kind(names: list[str], kind: str) -> list[str]:
     return [name for name in names if benchmark(name).kind == kind]
 
 
+def check_model_benchmarks(extra: list[str], reported: list[str], source: str) -> None:
+    """A model config's ``extra_benchmarks`` and ``reported`` keys, checked against the registry.
+
+    ``extra`` may name only a paper's own protocols (``every_model=False``); a ``reported`` key
+    of such a protocol needs it in ``extra``, so that a reported number always sits under our
+    row of the protocol that produced it. Raises :class:`SslzooError` naming ``source`` (the
+    model config) and the fix.
+    """
+    for name in extra:
+        if benchmark(name, f"{source}: extra_benchmarks").every_model:
+            raise SslzooError(
+                f"{source}: extra_benchmarks names '{name}', which runs for every model; remove it there"
+            )
+    for name in reported:
+        entry = BENCHMARKS.get(name)
+        if entry is not None and not entry.every_model and name not in extra:
+            raise SslzooError(
+                f"{source}: reported.{name} holds numbers of a paper's own protocol, which runs only for "
+                f"the models that list it; add '{name}' to the model's extra_benchmarks"
+            )
+
+
 def _check() -> None:
     """Every entry is well formed (run at import: a bad entry fails every command at once)."""
     for name, entry in BENCHMARKS.items():
@@ -206,6 +233,8 @@ def _check() -> None:
             raise ValueError(f"benchmark {name}: give a section or the table that holds it, not both")
         if entry.table is not None and entry.table not in SECTIONS:
             raise ValueError(f"benchmark {name}: table {entry.table!r} has no section")
+        if entry.table is not None and entry.every_model != BENCHMARKS[entry.table].every_model:
+            raise ValueError(f"benchmark {name}: runs for other models than table {entry.table!r}")
 
 
 _check()
