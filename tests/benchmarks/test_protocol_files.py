@@ -97,7 +97,7 @@ def test_minimal_knn_svm_lowshot_files_get_the_schema_defaults(tmp_path: Path) -
     assert (settings.positive_weight, settings.negative_weight, settings.intercept_scaling) == (2.0, 1.0, 1.0)
     assert (settings.folds, settings.tol, settings.max_iter, settings.fast_tol) == (3, 1e-4, 2000, 1e-6)
     lowshot, _ = load_lowshot_config(_write(tmp_path, "lowshot", MINIMAL["lowshot"]))
-    assert (lowshot.layer, lowshot.ks, lowshot.samples) == ("feature5", (1, 2, 4, 8, 16, 32, 64, 96), 5)
+    assert (lowshot.layers, lowshot.ks, lowshot.samples) == (FEATURE_LAYERS, (1, 2, 4, 8, 16, 32, 64, 96), 5)
     assert lowshot.cross_validate is True and lowshot.negatives_per_positive is None
     assert lowshot.svm == settings
 

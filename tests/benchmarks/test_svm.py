@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -15,8 +16,15 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 
 from sslzoo import tables
+from sslzoo.benchmarks.feature_files import FEATURE_LAYERS
 from sslzoo.benchmarks.registry import SECTIONS
-from sslzoo.benchmarks.svm_lowshot import lowshot_fast, summarize_lowshot
+from sslzoo.benchmarks.svm_lowshot import (
+    best_layer,
+    lowshot_benchmark,
+    lowshot_fast,
+    mean_over_k,
+    summarize_lowshot,
+)
 from sslzoo.benchmarks.svm_protocol import (
     LowshotConfig,
     LowshotRun,
@@ -168,7 +176,9 @@ def test_steps_write_metrics_with_the_table_columns(tmp_path):
     _write_features(tmp_path / "trainval.npz", train)
     _write_features(tmp_path / "test.npz", test)
     (tmp_path / "svm.yaml").write_text(f"layers: [feature4, feature5]\ncosts: {list(COSTS[:3])}\n")
-    (tmp_path / "lowshot.yaml").write_text(f"ks: [1, 2]\nsamples: 2\ncosts: {list(COSTS[:3])}\n")
+    (tmp_path / "lowshot.yaml").write_text(
+        f"layers: [feature4, feature5]\nks: [1, 2]\nsamples: 2\ncosts: {list(COSTS[:3])}\n"
+    )
     svm_out = tmp_path / "svm_voc07" / "model_a" / "metrics.json"
     low_out = tmp_path / "lowshot_voc07" / "model_a" / "metrics.json"
     for module, config, out, extra in (
@@ -201,7 +211,9 @@ def test_steps_write_metrics_with_the_table_columns(tmp_path):
     assert svm["meta"]["benchmark"] == "svm_voc07" and svm["meta"]["model"] == "model_a"
     low = json.loads(low_out.read_text())
     assert set(low) == {"Best Layer", "k=1", "k=2", "meta"}
-    assert low["Best Layer"] == "feature5" and low["meta"]["seed"] == 3
+    assert low["Best Layer"] in ("feature4", "feature5") and low["meta"]["seed"] == 3
+    means = {layer: result["mean_over_k"] for layer, result in low["meta"]["layers"].items()}
+    assert means[low["Best Layer"]] == max(means.values())
     assert low["k=2"] == low["meta"]["k"]["k=2"]["reference"]["mean"]
     # run records: one process, nothing trained (no batch, no protocol); the low-shot seed
     for metrics, seed in ((svm, None), (low, 3)):
@@ -220,7 +232,7 @@ def test_configs_and_inputs_are_checked(tmp_path):
         assert config.svm == SvmSettings()
     for name in ("lowshot_voc07.yaml", "lowshot_voc07_mini.yaml"):
         config, _ = load_lowshot_config(CONFIG_DIR / name)
-        assert config.svm == SvmSettings() and config.layer == "feature5"
+        assert config.svm == SvmSettings() and config.layers == FEATURE_LAYERS
     assert len(SvmSettings().costs) == 19
     bad = tmp_path / "bad.yaml"
     for text, message in (
@@ -245,3 +257,65 @@ def test_configs_and_inputs_are_checked(tmp_path):
         load_voc_split(single, "feature5")
     with pytest.raises(SslzooError, match="no layer 'feature4'"):
         load_voc_split(single, "feature4")
+
+
+def test_best_layer_has_the_best_mean_over_k():
+    def summaries(*means):
+        return {f"k={k}": {"reference": {"mean": mean}} for k, mean in zip((1, 2, 4), means, strict=True)}
+
+    # feature3 is best at k=1 only, feature4 on average; a tie goes to the first layer, NaN loses
+    per_layer = {"feature3": summaries(30.0, 31.0, 32.0), "feature4": summaries(29.0, 33.0, 35.0)}
+    assert mean_over_k(per_layer["feature4"]) == pytest.approx(97.0 / 3)
+    assert best_layer(per_layer) == "feature4"
+    assert (
+        best_layer({"feature5": summaries(1.0, 2.0, 3.0), "feature2": summaries(3.0, 2.0, 1.0)}) == "feature5"
+    )
+    assert (
+        best_layer({"feature1": summaries(math.nan, 50.0, 60.0), "feature2": summaries(1.0, 1.0, 1.0)})
+        == "feature2"
+    )
+
+
+def _layered_features(path: Path, split: VocSplit, seed: int) -> None:
+    """feature3 = the split's features, feature4 = half of their signal, feature5 = noise alone."""
+    noise = np.abs(np.random.default_rng(seed).normal(size=split.features.shape)).astype(np.float32)
+    np.savez(path, feature3=split.features, feature4=0.3 * split.features + noise, feature5=noise,
+             labels=split.targets, classes=np.array(split.classes))  # fmt: skip
+
+
+@pytest.mark.parametrize("solver", ["fast", "sklearn"])
+def test_lowshot_reports_the_best_of_its_layers_each_as_run_alone(tmp_path, solver):
+    train, test = _voc_like(160, 4, 12, seed=10, present=0.3), _voc_like(100, 4, 12, seed=11, present=0.3)
+    _layered_features(tmp_path / "trainval.npz", train, seed=12)
+    _layered_features(tmp_path / "test.npz", test, seed=13)
+    common = f"ks: [1, 2, 4]\nsamples: 2\ncosts: {list(COSTS[:3])}\n"
+
+    def run(layers: str, name: str) -> dict:
+        (tmp_path / f"{name}.yaml").write_text(f"layers: {layers}\n{common}")
+        return lowshot_benchmark(tmp_path / "trainval.npz", tmp_path / "test.npz", tmp_path / f"{name}.yaml",
+                                 tmp_path / name / "metrics.json", seed=5, solver=solver, device="cpu", jobs=1,
+                                 benchmark_name="lowshot_voc07", model_name="m")  # fmt: skip
+
+    metrics = run("[feature5, feature3, feature4]", "all")
+    layers = metrics["meta"]["layers"]
+    assert list(layers) == ["feature5", "feature3", "feature4"]
+    means = {layer: layers[layer]["mean_over_k"] for layer in layers}
+    assert means["feature3"] > means["feature4"] + 5 and means["feature4"] > means["feature5"] + 5, means
+    assert metrics["Best Layer"] == metrics["meta"]["layer"] == "feature3"
+    assert {key: value for key, value in metrics.items() if key.startswith("k=")} == {
+        key: summary["reference"]["mean"] for key, summary in layers["feature3"]["k"].items()
+    }
+    assert metrics["meta"]["k"] == layers["feature3"]["k"]
+    assert json.loads((tmp_path / "all" / "metrics.json").read_text()) == metrics
+    for layer in layers:  # each layer's numbers are those of a run on that layer alone
+        alone = run(f"[{layer}]", layer)
+        assert alone["Best Layer"] == layer
+        assert _timeless(alone["meta"]["k"]) == _timeless(layers[layer]["k"])
+
+
+def _timeless(summaries: dict) -> dict:
+    """Low-shot summaries per k without their run times."""
+    return {
+        key: {name: value for name, value in summary.items() if name != "seconds"}
+        for key, summary in summaries.items()
+    }

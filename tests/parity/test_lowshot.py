@@ -103,7 +103,7 @@ def test_lowshot_mini_voc07(mini: Any, tmp_path: Path, record: Recorder) -> None
     thread = threading.Thread(target=reference_thread)
     thread.start()  # the reference's 15 + 2 processes run while ours computes
     config = tmp_path / "lowshot.yaml"
-    config.write_text(f"layer: {LAYER}\nks: {list(KS)}\nsamples: {SAMPLES}\ncross_validate: false\n")
+    config.write_text(f"layers: [{LAYER}]\nks: {list(KS)}\nsamples: {SAMPLES}\ncross_validate: false\n")
     runs = {
         solver: lowshot_benchmark(
             mini.features["voc07_trainval"], mini.features["voc07_test"], config,

@@ -88,8 +88,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         ("voc07",),
         Section(
             "VOC Low-shot SVM",
-            "The same SVMs trained with k = 1 to 96 positive images per class, on the features of the "
-            "**Best Layer** (mAP %, mean over 5 samples).",
+            "The same SVMs trained with k = 1 to 96 positive images per class, on the features of each "
+            "stage (mAP %, mean over 5 samples); the **Best Layer** is the stage with the best mean over k.",
             ("Best Layer", *_LOWSHOT_K),
         ),
         k_label="mAP (%)",

@@ -10,7 +10,10 @@ samples and reports mean/min/max/std over the samples at that cost. That choice 
 set; it is the table number here, labelled "reference cost choice (best on test)", and ``meta``
 adds a cross-validated choice (the full protocol's 3-fold CV, on each sample's training images)
 beside it. The reference draws with an unseeded ``random.sample``; here the draw of sample ``s``
-for k is seeded with ``(seed, s, k)``.
+for k is seeded with ``(seed, s, k)``. All of this is done for every configured layer, on the same
+samples, as ``eval_svm_lowshot.sh`` loops over its layer list; the table's Best Layer is the one
+whose table numbers have the best mean over k (:func:`best_layer`), and its k=1 .. k=96 are the
+table's.
 
 Two solvers give the same numbers: ``fast`` (:func:`lowshot_fast`, :mod:`sslzoo.benchmarks.svm_solver`)
 and ``sklearn`` (:func:`sslzoo.benchmarks.svm_sklearn.lowshot_sklearn`: LIBLINEAR, one fit per
@@ -20,6 +23,7 @@ and ``sklearn`` (:func:`sslzoo.benchmarks.svm_sklearn.lowshot_sklearn`: LIBLINEA
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -62,6 +66,7 @@ from sslzoo.io import write_json
 
 REFERENCE_CHOICE = "reference cost choice (best on test)"
 CROSS_VALIDATED_CHOICE = "cross-validated cost choice (3-fold CV on the training sample)"
+BEST_LAYER_RULE = "best mean over k of the reference cost choice's mAP (first in config order on a tie)"
 
 
 def lowshot_fast(
@@ -199,6 +204,53 @@ def summarize_lowshot(run: LowshotRun, costs: Sequence[float]) -> dict[str, Any]
     return out
 
 
+def mean_over_k(summaries: dict[str, dict[str, Any]]) -> float:
+    """The mean over k of one layer's table numbers (the reference cost choice's mean mAP, %);
+    NaN when one of them is."""
+    return float(np.mean([summary["reference"]["mean"] for summary in summaries.values()]))
+
+
+def best_layer(per_layer: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The table's Best Layer: the layer whose table numbers have the best mean over k, the first
+    in config order on a tie; a layer whose mean is NaN loses.
+
+    The reference picks it by hand: ``eval_svm_lowshot.sh`` runs every layer of its FEAT_LIST and
+    ``aggregate_low_shot_svm_stats.py`` logs each layer's numbers, and the model-zoo pages show one
+    Best Layer per row (PROTOCOLS.md "VOC07 SVM and low-shot SVM").
+
+    Args:
+        per_layer: layer -> ``"k=<k>"`` -> :func:`summarize_lowshot` of that layer and k.
+    """
+
+    def score(layer: str) -> float:
+        value = mean_over_k(per_layer[layer])
+        return -math.inf if math.isnan(value) else value
+
+    return max(per_layer, key=score)
+
+
+def _run_layer(
+    train_path: str | os.PathLike[str],
+    test_path: str | os.PathLike[str],
+    layer: str,
+    config: LowshotConfig,
+    seed: int,
+    solver: str,
+    device: str | None,
+    jobs: int | None,
+) -> tuple[dict[str, dict[str, Any]], VocSplit, VocSplit]:
+    """The low-shot protocol on one layer: ``"k=<k>"`` -> :func:`summarize_lowshot`, and the
+    layer's train and test splits."""
+    train = load_voc_split(train_path, layer)
+    test = load_voc_split(test_path, layer)
+    _check_pair(train_path, test_path, train, test)
+    if solver == "fast":
+        runs = lowshot_fast(train, test, config, seed, device)
+    else:
+        runs = lowshot_sklearn(train, test, config, seed, jobs or os.cpu_count() or 1)
+    return {f"k={run.k}": summarize_lowshot(run, config.svm.costs) for run in runs}, train, test
+
+
 def lowshot_benchmark(
     train_path: str | os.PathLike[str],
     test_path: str | os.PathLike[str],
@@ -212,28 +264,31 @@ def lowshot_benchmark(
     benchmark_name: str,
     model_name: str,
 ) -> dict[str, Any]:
-    """Run the low-shot SVM on the configured layer and write ``metrics.json``.
+    """Run the low-shot SVM on every configured layer and write ``metrics.json``.
 
-    The file holds ``"Best Layer"`` (the layer used) and ``"k=<k>"``: the mean test mAP (%) over
-    the samples with the reference's cost choice; ``meta`` has ``benchmark_name`` (a benchmark of
-    :mod:`sslzoo.benchmarks.registry`) and ``model_name``, min/max/std, the chosen cost, every
-    (sample, cost) mAP and the cross-validated choice beside it.
+    Every layer sees the same samples (they depend on the seed, the sample index and k only).
+    The file holds ``"Best Layer"`` (:func:`best_layer`) and ``"k=<k>"``: that layer's mean test
+    mAP (%) over the samples with the reference's cost choice; ``meta`` has ``benchmark_name`` (a
+    benchmark of :mod:`sslzoo.benchmarks.registry`) and ``model_name``, ``layer`` and ``k`` (the
+    best layer and its min/max/std, chosen cost, every (sample, cost) mAP and the cross-validated
+    choice beside it) and ``layers``: the same for every layer, with its mean over k.
     """
     if solver not in SOLVERS:
         raise SslzooError(f"unknown solver {solver!r}; choose one of {list(SOLVERS)}")
     config, raw = load_lowshot_config(config_path)
-    train = load_voc_split(train_path, config.layer)
-    test = load_voc_split(test_path, config.layer)
-    _check_pair(train_path, test_path, train, test)
     start = time.perf_counter()
-    if solver == "fast":
-        runs = lowshot_fast(train, test, config, seed, device)
-    else:
-        runs = lowshot_sklearn(train, test, config, seed, jobs or os.cpu_count() or 1)
-    summaries = {f"k={run.k}": summarize_lowshot(run, config.svm.costs) for run in runs}
+    per_layer: dict[str, dict[str, dict[str, Any]]] = {}
+    seconds: dict[str, float] = {}
+    for layer in config.layers:
+        layer_start = time.perf_counter()
+        per_layer[layer], train, test = _run_layer(
+            train_path, test_path, layer, config, seed, solver, device, jobs
+        )
+        seconds[layer] = time.perf_counter() - layer_start
+    best = best_layer(per_layer)
     out_path = Path(out_path)
-    metrics: dict[str, Any] = {"Best Layer": config.layer}
-    metrics.update({key: summary["reference"]["mean"] for key, summary in summaries.items()})
+    metrics: dict[str, Any] = {"Best Layer": best}
+    metrics.update({key: summary["reference"]["mean"] for key, summary in per_layer[best].items()})
     metrics["meta"] = {
         **_meta(
             benchmark_name,
@@ -247,7 +302,8 @@ def lowshot_benchmark(
         ),
         "solver": solver,
         "seed": seed,
-        "layer": config.layer,
+        "layer": best,
+        "best_layer_rule": BEST_LAYER_RULE,
         "samples": config.samples,
         "table_numbers": REFERENCE_CHOICE,
         "costs": list(config.svm.costs),
@@ -256,7 +312,11 @@ def lowshot_benchmark(
         "num_test": int(len(test.features)),
         "seconds": time.perf_counter() - start,
         "settings": asdict(config.svm),
-        "k": summaries,
+        "k": per_layer[best],
+        "layers": {
+            layer: {"mean_over_k": mean_over_k(summaries), "seconds": seconds[layer], "k": summaries}
+            for layer, summaries in per_layer.items()
+        },
     }
     metrics = json_ready(metrics)
     write_json(out_path, metrics)

@@ -88,12 +88,13 @@ class SvmConfig:
 
 @dataclass(frozen=True)
 class LowshotConfig:
-    """Low-shot SVM: settings, the layer, the k values, the number of samples, whether to add the
-    CV choice, and the absent images drawn per present one (None: classes - 1, 19 for VOC).
-    The defaults are the schema's (``sslzoo/schemas/lowshot.schema.yaml``)."""
+    """Low-shot SVM: settings, the layers (each run on its own; the best is the table's), the k
+    values, the number of samples, whether to add the CV choice, and the absent images drawn per
+    present one (None: classes - 1, 19 for VOC). The defaults are the schema's
+    (``sslzoo/schemas/lowshot.schema.yaml``)."""
 
     svm: SvmSettings = field(default_factory=SvmSettings)
-    layer: str = schema_default("lowshot", "layer")
+    layers: tuple[str, ...] = schema_default("lowshot", "layers")
     ks: tuple[int, ...] = schema_default("lowshot", "ks")
     samples: int = schema_default("lowshot", "samples")
     cross_validate: bool = schema_default("lowshot", "cross_validate")
@@ -133,7 +134,7 @@ def load_lowshot_config(path: str | os.PathLike[str]) -> tuple[LowshotConfig, di
     raw, cfg = read_protocol(path, "lowshot")
     config = LowshotConfig(
         svm=_svm_settings(cfg, str(path)),
-        layer=cfg["layer"],
+        layers=tuple(cfg["layers"]),
         ks=tuple(cfg["ks"]),
         samples=cfg["samples"],
         cross_validate=cfg["cross_validate"],

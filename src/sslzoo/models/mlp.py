@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -25,6 +25,11 @@ class MLP(nn.Sequential):
             ReLU gain, zero bias) or ``normal`` (std 0.01, zero bias), the last two being the
             projector and predictor init of wanggrun/triplet openselfsup/models/necks.py.
     """
+
+    # our layers under the names of the reference's neck (mmselfsup 0.x NonLinearNeck, OpenSelfSup
+    # NonLinearNeckSimCLR: fc0, bn0, fc1), which the LARS exclusion patterns of the reference
+    # configs are matched against (sslzoo.runtime.optim.reference_names)
+    REFERENCE_NAMES: ClassVar[dict[str, str]] = {"0": "fc0", "1": "bn0", "3": "fc1"}
 
     def __init__(
         self,

@@ -12,12 +12,13 @@ for each parameter ``w`` with gradient ``g``::
 
 Note the momentum buffer holds lr-scaled updates (unlike ``torch.optim.SGD``). Parameter groups
 carrying ``lars_exclude=True`` skip the trust ratio; with ``optimizer.exclude_bn_bias`` the
-norm-layer parameters and all biases go to such a group with ``weight_decay=0`` (BYOL's
-``paramwise_options`` in the mmselfsup 0.x configs).
+parameters that the reference configs' ``paramwise_options`` name (:data:`LARS_EXCLUDE_PATTERNS`)
+go to such a group with ``weight_decay=0``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,9 +28,20 @@ from torch.optim import Optimizer
 
 from sslzoo.errors import SslzooError
 
-# Parameters of these layers count as "BN" for exclude_bn_bias (BatchNorm, SyncBatchNorm,
-# InstanceNorm derive from _NormBase).
+# Norm layers by type (BatchNorm, SyncBatchNorm, InstanceNorm derive from _NormBase): mmcv's
+# norm_decay_mult of the linear protocols (sslzoo.benchmarks.classifier_loop).
 NORM_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+# exclude_bn_bias: the reference's LARS paramwise_options, in this order,
+#   {'(bn|gn)(\d+)?.(weight|bias)': dict(weight_decay=0., lars_exclude=True),
+#    'bias': dict(weight_decay=0., lars_exclude=True)}
+# of mmselfsup 0.x configs/selfsup/byol/byol_resnet50_8xb32-accum16-coslr-200e_in1k.py and of
+# wanggrun/triplet configs/selfsup/triplet/r50_bs4096_accumulate4_ep1000_fp16_triplet_gpu3090.py;
+# mmselfsup/core/optimizer/constructor.py gives a parameter the options of every pattern that
+# re.search finds in its name. The first finds the norm layers named bn<N> or gn<N> (the ResNet's
+# bn1..bn3, the necks' bn0) but not the shortcut's norm layer, "downsample.1", whose weight keeps
+# its weight decay and trust ratio; the second every bias, the shortcut norm's too.
+LARS_EXCLUDE_PATTERNS: tuple[str, ...] = (r"(bn|gn)(\d+)?.(weight|bias)", r"bias")
 
 
 class LARS(Optimizer):
@@ -113,14 +125,36 @@ class LARS(Optimizer):
         return loss
 
 
-def norm_and_bias_parameters(model: nn.Module) -> set[int]:
-    """``id``s of the parameters of norm layers (:data:`NORM_LAYERS`) and of every bias."""
-    excluded: set[int] = set()
-    for module in model.modules():
+def reference_names(model: nn.Module) -> dict[int, str]:
+    """The name of each parameter (by ``id``) as the reference's ``named_parameters`` spells it.
+
+    Our names but for the children that a module renames in its ``REFERENCE_NAMES`` mapping
+    (``{our child name: the reference's}``, e.g. :class:`sslzoo.models.mlp.MLP`'s ``1`` ->
+    ``bn0``); a parameter shared by several modules keeps its first name, as ``named_parameters``.
+    The prefixes above the renamed modules differ from the reference's (``projector.`` where it
+    has ``online_net.1.``) and match none of :data:`LARS_EXCLUDE_PATTERNS`.
+    """
+    names: dict[int, str] = {}
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        aliases: dict[str, str] = getattr(module, "REFERENCE_NAMES", {})
         for name, param in module.named_parameters(recurse=False):
-            if isinstance(module, NORM_LAYERS) or name == "bias":
-                excluded.add(id(param))
-    return excluded
+            names.setdefault(id(param), prefix + aliases.get(name, name))
+        for name, child in module.named_children():
+            walk(child, f"{prefix}{aliases.get(name, name)}.")
+
+    walk(model, "")
+    return names
+
+
+def lars_excluded_parameters(model: nn.Module) -> set[int]:
+    """``id``s of the parameters whose reference name (:func:`reference_names`) one of
+    :data:`LARS_EXCLUDE_PATTERNS` is found in (``re.search``)."""
+    return {
+        key
+        for key, name in reference_names(model).items()
+        if any(re.search(pattern, name) for pattern in LARS_EXCLUDE_PATTERNS)
+    }
 
 
 def build_param_groups(model: nn.Module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -128,9 +162,9 @@ def build_param_groups(model: nn.Module, cfg: dict[str, Any]) -> list[dict[str, 
 
     The method's own ``param_groups(cfg)`` when it has one (e.g. a head with its own weight
     decay), else one group of all trainable parameters. With ``train.optimizer.exclude_bn_bias``
-    each group is split: its norm-layer parameters and biases move to a copy of the group with
-    ``weight_decay=0`` and ``lars_exclude=True``. Frozen parameters (``requires_grad=False``)
-    are left out.
+    each group is split: the parameters of :func:`lars_excluded_parameters` (the norm layers the
+    reference's patterns name, every bias) move to a copy of the group with ``weight_decay=0`` and
+    ``lars_exclude=True``. Frozen parameters (``requires_grad=False``) are left out.
 
     Raises:
         SslzooError: the method's groups miss a trainable parameter or list one twice.
@@ -149,7 +183,7 @@ def build_param_groups(model: nn.Module, cfg: dict[str, Any]) -> list[dict[str, 
     else:
         groups = [{"params": trainable}]
     if cfg["train"]["optimizer"].get("exclude_bn_bias", False):
-        excluded = norm_and_bias_parameters(model)
+        excluded = lars_excluded_parameters(model)
         split: list[dict[str, Any]] = []
         for group in groups:
             options = {key: value for key, value in group.items() if key != "params"}

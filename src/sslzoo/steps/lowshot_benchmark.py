@@ -1,11 +1,12 @@
 """Low-shot linear SVMs on cached VOC07 features (VOC Low-shot SVM, k = 1 .. 96).
 
-Reads the VOC07 trainval and test feature files and, on the configured layer, for each k and
+Reads the VOC07 trainval and test feature files and, on each configured layer, for each k and
 each of the configured samples (drawn with --seed) trains one squared-hinge linear SVM per class
 and cost on k present and 19k absent trainval images, and scores the test set with the VOC AP
-(mmselfsup svm_voc07 low-shot protocol). Writes metrics.json: "Best Layer" (the layer) and
-"k=<k>": the mean mAP (%) over the samples at the cost with the best mean test mAP, the
-reference's choice; "meta" holds min/max/std and a cross-validated cost choice beside it."""
+(mmselfsup svm_voc07 low-shot protocol). Writes metrics.json: "Best Layer" (the layer whose
+numbers have the best mean over k) and its "k=<k>": the mean mAP (%) over the samples at the cost
+with the best mean test mAP, the reference's choice; "meta" holds min/max/std, a cross-validated
+cost choice beside it, and every layer's numbers."""
 
 from __future__ import annotations
 
