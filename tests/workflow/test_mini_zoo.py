@@ -221,7 +221,13 @@ def test_lowshot_svm_reports_the_ks_that_fit_the_mini_voc(mini_zoo: Path) -> Non
     protocol = yaml.safe_load((REPO / "config" / "benchmarks" / "lowshot_voc07_mini.yaml").read_text())
     for model in (MODEL, "random"):
         metrics = _metrics(mini_zoo, "lowshot_voc07", model)
-        assert metrics["Best Layer"] in protocol["layers"]
+        layers = metrics["meta"]["layers"]
+        assert list(layers) == protocol["layers"]
+        best = max(protocol["layers"], key=lambda layer: layers[layer]["mean_over_k"])
+        assert metrics["Best Layer"] == best
+        assert [metrics[f"k={k}"] for k in protocol["ks"]] == [
+            layers[best]["k"][f"k={k}"]["reference"]["mean"] for k in protocol["ks"]
+        ]
         assert all(0.0 < metrics[f"k={k}"] <= 100.0 for k in protocol["ks"])
     page = (mini_zoo / "results" / "tables" / "rotation_pred.md").read_text()
     assert MODEL in _section(page, "VOC Low-shot SVM")
