@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 from sslzoo.benchmarks.registry import BENCHMARKS
@@ -133,9 +134,8 @@ def test_a_table_or_page_file_plans_only_what_it_needs(workdir: Path) -> None:
     assert not any(
         knn[rule] for rule in ("linear", "semi", "svm", "detection", "method_page", "model_zoo_table")
     )
-    linear = plan(
-        "results/tables/benchmarks/linear_imagenet.md"
-    )  # the AvgPool protocol's jobs fill the same table
+    # the AvgPool protocol's jobs fill the same table
+    linear = plan("results/tables/benchmarks/linear_imagenet.md")
     assert linear["linear"] == 2 * (len(cfg["models"]) + 1) and linear["knn"] == 0
     page = plan("results/tables/byol.md")
     assert page["method_page"] == 1 and page["model_zoo_table"] == 0
@@ -281,25 +281,37 @@ def test_own_protocols_are_planned_only_for_the_models_that_list_them(workdir: P
     assert result.returncode == 0, result.stderr + result.stdout
     planned = _planned_results(result.stdout)
     assert planned["linear_avgpool_lars_imagenet"] == {"byol_resnet50_8xb32-accum16-coslr-200e_in1k"}
+    assert planned["linear_triplet_less_imagenet"] == {"triplet_resnet50_8xb128-amp-accum4-coslr-200e_in1k"}
+    assert planned["linear_triplet_more_imagenet"] == {"triplet_resnet50_8xb128-amp-accum4-coslr-800e_in1k"}
     assert planned["linear_avgpool_imagenet"] == {*cfg["models"], "random"}  # the common protocol: every row
-    # the mini zoo: BYOL's mini model runs its paper's protocol, nothing else does
+    # the mini zoo: BYOL's and Triplet's mini models run their papers' protocols, nothing else does
     result = snakemake(workdir, "-n", "--configfile", "config/mini.yaml", "--cores", "1")
     assert result.returncode == 0, result.stderr + result.stdout
     planned = _planned_results(result.stdout)
     assert planned["linear_avgpool_lars_imagenet"] == {"byol_resnet18_mini"}
+    assert planned["linear_triplet_less_imagenet"] == {"triplet_resnet18_mini"}
+    assert "linear_triplet_more_imagenet" not in planned
 
 
-def test_reported_numbers_of_an_own_protocol_not_listed_stop_the_workflow(workdir: Path) -> None:
+@pytest.mark.parametrize(
+    ("model", "benchmark"),
+    [
+        ("byol_resnet50_8xb32-accum16-coslr-200e_in1k", "linear_avgpool_lars_imagenet"),
+        ("triplet_resnet50_8xb128-amp-accum4-coslr-200e_in1k", "linear_triplet_less_imagenet"),
+    ],
+)
+def test_reported_numbers_of_an_own_protocol_not_listed_stop_the_workflow(
+    workdir: Path, model: str, benchmark: str
+) -> None:
     placeholder_datasets(workdir)
-    model = workdir / "config" / "models" / "byol_resnet50_8xb32-accum16-coslr-200e_in1k.yaml"
-    text = model.read_text()
-    assert "extra_benchmarks: [linear_avgpool_lars_imagenet]\n" in text
-    model.write_text(text.replace("extra_benchmarks: [linear_avgpool_lars_imagenet]\n", ""))
+    path = workdir / "config" / "models" / f"{model}.yaml"
+    listed = f"extra_benchmarks: [{benchmark}]\n"
+    assert listed in path.read_text()
+    path.write_text(path.read_text().replace(listed, ""))
     result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
     assert result.returncode != 0
     out = " ".join((result.stdout + result.stderr).split())
     assert (
-        "config/models/byol_resnet50_8xb32-accum16-coslr-200e_in1k.yaml: reported.linear_avgpool_lars_imagenet "
-        "holds numbers of a paper's own protocol, which runs only for the models that list it; add "
-        "'linear_avgpool_lars_imagenet' to the model's extra_benchmarks"
+        f"config/models/{model}.yaml: reported.{benchmark} holds numbers of a paper's own protocol, which "
+        f"runs only for the models that list it; add '{benchmark}' to the model's extra_benchmarks"
     ) in out

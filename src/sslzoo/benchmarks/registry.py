@@ -115,6 +115,32 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
         every_model=False,
     ),
+    "linear_triplet_less_imagenet": Benchmark(
+        "linear",
+        ("imagenet",),
+        Section(
+            "ImageNet Linear Evaluation, Triplet's protocol for shorter pretraining",
+            _OWN_LINEAR.format(
+                how="with SGD and a cosine schedule after a linear warm-up",
+                ref="Triplet's r50_last_cos_for_LessSslEpoch.py, the protocol of its 200-epoch number",
+            ),
+            ("AvgPool",),
+        ),
+        every_model=False,
+    ),
+    "linear_triplet_more_imagenet": Benchmark(
+        "linear",
+        ("imagenet",),
+        Section(
+            "ImageNet Linear Evaluation, Triplet's protocol for longer pretraining",
+            _OWN_LINEAR.format(
+                how="with SGD and a cosine schedule after a linear warm-up (a lower lr than for shorter pretraining)",
+                ref="Triplet's r50_last_cos_for_MoreSslEpoch.py, the protocol of its 700-900-epoch number",
+            ),
+            ("AvgPool",),
+        ),
+        every_model=False,
+    ),
     "linear_places205": Benchmark(
         "linear", ("places205",), Section("Places205 Linear Evaluation", _LINEAR, _FEATURES)
     ),
