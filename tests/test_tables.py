@@ -271,6 +271,47 @@ def test_avgpool_linear_metrics_fill_the_imagenet_linear_section(tmp_path: Path)
         write_tables([metrics[2], clash], [], tmp_path / "out")
 
 
+REPO_MODELS = Path(__file__).resolve().parents[1] / "config" / "models"
+
+
+def _section_rows(page: str, heading: str) -> dict[str, list[str]]:
+    """The rows (label -> cells after it) of the section ``### {heading}`` of a method page."""
+    section = page.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0]
+    return {
+        cells[0]: cells[1:]
+        for cells in (
+            [cell.strip() for cell in line.split("|")[1:-1]]
+            for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| Self") and not line.startswith("| -")
+        )
+    }
+
+
+def test_byol_reported_avgpool_sits_under_our_row_of_its_lars_protocol(tmp_path: Path) -> None:
+    """The repository's BYOL config: its reported AvgPool 71.72 came from the LARS protocol
+    (resnet50_linear-8xb512-coslr-90e_in1k.py), so it is shown under our row of
+    linear_avgpool_lars_imagenet and no longer in the ImageNet linear table (whose AvgPool column
+    is the lr-30 protocol's); the LARS section has no row for random, which does not run it."""
+    config = REPO_MODELS / "byol_resnet50_8xb32-accum16-coslr-200e_in1k.yaml"
+    byol = config.stem
+    mhead = {"Feature1": 15.0, "Feature2": 35.0, "Feature3": 47.5, "Feature4": 63.0, "Feature5": 71.25}
+    metrics = [
+        _write_metrics(tmp_path, "linear_imagenet", byol, mhead),
+        _write_metrics(tmp_path, "linear_avgpool_imagenet", byol, {"AvgPool": 70.5}),
+        _write_metrics(tmp_path, "linear_avgpool_imagenet", "random", {"AvgPool": 4.5}),
+        _write_metrics(tmp_path, "linear_avgpool_lars_imagenet", byol, {"AvgPool": 71.5}),
+    ]
+    page = write_method_page("byol", metrics, [config], tmp_path / "byol.md")
+    lars = SECTIONS["linear_avgpool_lars_imagenet"].heading
+    assert _section_rows(page, lars) == {byol: ["71.50"], f"{byol} (reported)": ["71.72"]}
+    assert _section_rows(page, "ImageNet Linear Evaluation") == {
+        byol: ["15.00", "35.00", "47.50", "63.00", "71.25", "70.50"],
+        f"{byol} (reported)": ["15.16", "35.26", "47.77", "63.10", "71.21", "–"],
+        "random": ["–", "–", "–", "–", "–", "4.50"],
+    }
+    assert page.count("71.72") == 1
+
+
 # ---------------------------------------------------------------- footnotes: runs unlike their protocol
 
 

@@ -7,7 +7,9 @@ every benchmark); each also as standalone HTML for the Snakemake report. A page 
 section per benchmark that has at least one metrics file; the benchmark registry
 (:data:`sslzoo.benchmarks.registry.SECTIONS`) says each section's heading, description and
 columns (the column names of the model-zoo pages, which are also the keys of ``metrics.json``
-and of a model config's ``reported``). A missing value is shown as "–".
+and of a model config's ``reported``). A missing value is shown as "–". The section of a
+paper's own protocol (registry ``every_model=False``, run only for the models that list it)
+has rows for the models with a number in it only, ours or reported.
 
 A row whose run differs from its protocol in world size or total batch gets a footnote under
 the table (:class:`Footnotes`): the pretraining run (``results/pretrain/{model}/run.json``,
@@ -31,7 +33,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from sslzoo.benchmarks.registry import SECTION_OF, SECTIONS
+from sslzoo.benchmarks.registry import BENCHMARKS, SECTION_OF, SECTIONS
 from sslzoo.errors import SslzooError
 from sslzoo.io import atomic_write_bytes, read_json
 from sslzoo.run_record import RunRecord, check_record, differs_from_protocol
@@ -249,10 +251,13 @@ def _section_rows(
     numbers: dict[str, int],
 ) -> list[list[str]]:
     """The rows of one section; a row with footnotes gets their markers after its label, each
-    footnote numbered on first use on the page (``numbers``: text -> number, filled here)."""
+    footnote numbered on first use on the page (``numbers``: text -> number, filled here). A
+    paper's own protocol has rows for the models with a number in it only."""
     columns = list(SECTIONS[benchmark].columns)
     known = results[(results.benchmark == benchmark) & results.column.notna()]
     table = known.pivot(index=["model", "source"], columns="column", values="value") if len(known) else None
+    if not BENCHMARKS[benchmark].every_model:
+        models = [entry for entry in models if entry.name in set(known.model)]
     rows: list[list[str]] = []
     for entry in models:
         sources = [OURS] + ([REPORTED] if benchmark in entry.reported else [])

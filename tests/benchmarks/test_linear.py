@@ -78,7 +78,10 @@ def _sgd(model, lr: float = 0.1) -> torch.optim.Optimizer:
 
 
 def _settings(epochs: int, batch_size: int) -> TrainSettings:
-    return TrainSettings(epochs=epochs, batch_size=batch_size, workers=0, steps=(1,), gamma=0.1)
+    return TrainSettings(
+        epochs=epochs, batch_size=batch_size, workers=0, steps=(1,), gamma=0.1,
+        schedule="step", min_lr=0.0, by_epoch=True, warmup_epochs=0.0, warmup_ratio=0.1,
+    )  # fmt: skip
 
 
 def test_heads_of_the_real_pooling_table_for_resnet50_at_224px() -> None:

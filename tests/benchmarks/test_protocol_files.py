@@ -82,7 +82,7 @@ def test_repository_protocol_files_are_valid() -> None:
         # the file's own values are kept as written; the defaults are only added
         assert all(filled[key] == value for key, value in raw.items() if not isinstance(value, dict)), path
         checked += 1
-    assert checked == 28
+    assert checked == 34
 
 
 def test_minimal_knn_svm_lowshot_files_get_the_schema_defaults(tmp_path: Path) -> None:
@@ -107,6 +107,10 @@ def test_minimal_training_protocols_get_the_schema_defaults(tmp_path: Path) -> N
     assert "gpus" not in raw and linear.gpus == 1
     assert (linear.train.workers, linear.train.gamma, linear.bn_momentum) == (4, 0.1, 0.1)
     assert (linear.momentum, linear.nesterov) == (0.9, False)
+    assert (linear.optimizer, linear.eta) == ("sgd", 0.001)  # SGD unless a file says lars
+    train = linear.train  # the step schedule of the shared definition, no warm-up
+    assert (train.schedule, train.steps, train.min_lr, train.by_epoch) == ("step", (2,), 0.0, True)
+    assert (train.warmup_epochs, train.warmup_ratio) == (0.0, 0.1)
     assert linear.norm_weight_decay == linear.weight_decay == 0.25  # the default that is another key
     transform = linear.train_transform
     assert (transform.crop, transform.resize, transform.flip) == ("random_resized", 32, True)
@@ -120,6 +124,8 @@ def test_minimal_training_protocols_get_the_schema_defaults(tmp_path: Path) -> N
         1,
     )
     assert semi.head_mults == (1.0,) and isinstance(semi.head_mults[0], float)
+    # semi-supervised files name no schedule: the step schedule, as before the cosine one existed
+    assert (semi.train.schedule, semi.train.steps, semi.train.warmup_epochs) == ("step", (2,), 0.0)
     det, _ = load_detection_config(_write(tmp_path, "det", MINIMAL["det"]))
     assert (det.engine, det.workers, det.gpus) == ("torchvision", 4, 1)
     assert (det.solver.batch_size, det.solver.base_lr, det.solver.warmup_iters, det.solver.warmup_factor) == (

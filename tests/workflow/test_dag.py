@@ -6,8 +6,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
+from sslzoo.benchmarks.registry import BENCHMARKS
 from tests.workflow.conftest import make_placeholders, placeholder_datasets, snakemake
 
 
@@ -69,7 +71,13 @@ def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
     assert jobs["lowshot"] == ("lowshot_voc07" in benchmarks) * n_models
     assert jobs["detection"] == len([name for name in benchmarks if name.startswith("det_")]) * n_models
     assert jobs["segmentation"] == len([name for name in benchmarks if name.startswith("seg_")]) * n_models
-    assert jobs["linear"] == len(linear) * n_models
+    # a paper's own protocol runs for the models that list it under extra_benchmarks only
+    own = sum(
+        name in model_cfg.get("extra_benchmarks", []) for model_cfg in model_cfgs.values() for name in linear
+    )
+    common = [name for name in linear if BENCHMARKS[name].every_model]
+    assert own == len(linear) - len(common) > 0
+    assert jobs["linear"] == len(common) * n_models + own
     assert jobs["semi"] == grid * n_models
     assert jobs["semi_select"] == len(semi) * n_models
     # one job per page: model_zoo, each method, each benchmark table (AvgPool shares ImageNet linear's)
@@ -94,13 +102,19 @@ def test_external_checkpoint_is_a_row_of_every_benchmark(workdir: Path) -> None:
     per_model = ("knn", "svm", "lowshot", "linear", "semi_select", "detection", "segmentation")
     n_models = len(cfg["models"]) + 1
     for rule in per_model:
-        assert jobs[rule] == baseline[rule] // n_models * (n_models + 1), rule
+        own = (
+            len([name for name in cfg["benchmarks"] if not BENCHMARKS[name].every_model])
+            if rule == "linear"
+            else 0
+        )
+        assert jobs[rule] - own == (baseline[rule] - own) // n_models * (n_models + 1), rule
     result = snakemake(
         workdir, "-n", "--configfile", "config/changed.yaml", "--cores", "1", "-p", "model_zoo_table"
     )
     command = next(line for line in result.stdout.splitlines() if "sslzoo tables" in line)
-    for benchmark in cfg["benchmarks"]:
-        assert f"results/benchmarks/{benchmark}/my-ckpt/metrics.json" in command, benchmark
+    for benchmark in cfg["benchmarks"]:  # a paper's own protocol is no row of a checkpoint
+        row = f"results/benchmarks/{benchmark}/my-ckpt/metrics.json" in command
+        assert row == BENCHMARKS[benchmark].every_model, benchmark
     # the pretraining run records of the pretrained rows feed the footnotes; a checkpoint has none
     runs = command.split(" --runs ")[1].split(" --")[0].split()
     assert runs == [f"results/pretrain/{model}/run.json" for model in cfg["models"]]
@@ -120,7 +134,8 @@ def test_a_table_or_page_file_plans_only_what_it_needs(workdir: Path) -> None:
     assert not any(
         knn[rule] for rule in ("linear", "semi", "svm", "detection", "method_page", "model_zoo_table")
     )
-    linear = plan("results/tables/benchmarks/linear_imagenet.md")  # the AvgPool protocol's jobs fill the same table
+    # the AvgPool protocol's jobs fill the same table
+    linear = plan("results/tables/benchmarks/linear_imagenet.md")
     assert linear["linear"] == 2 * (len(cfg["models"]) + 1) and linear["knn"] == 0
     page = plan("results/tables/byol.md")
     assert page["method_page"] == 1 and page["model_zoo_table"] == 0
@@ -247,3 +262,56 @@ def test_invalid_protocol_file_fails_before_any_job_naming_file_and_key(workdir:
     assert result.returncode != 0
     out = result.stdout + result.stderr
     assert "config/benchmarks/semi_in1k_1pct_mini.yaml: (top level): 'epochs' is a required property" in out
+
+
+OWN_PROTOCOL_RESULT = re.compile(r"results/benchmarks/(\w+)/([\w.-]+)/metrics\.json")
+
+
+def _planned_results(stdout: str) -> dict[str, set[str]]:
+    """benchmark -> the models whose metrics.json a dry run plans."""
+    planned: dict[str, set[str]] = {}
+    for benchmark, model in OWN_PROTOCOL_RESULT.findall(stdout):
+        planned.setdefault(benchmark, set()).add(model)
+    return planned
+
+
+def test_own_protocols_are_planned_only_for_the_models_that_list_them(workdir: Path) -> None:
+    cfg = placeholder_datasets(workdir)
+    result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    planned = _planned_results(result.stdout)
+    assert planned["linear_avgpool_lars_imagenet"] == {"byol_resnet50_8xb32-accum16-coslr-200e_in1k"}
+    assert planned["linear_triplet_less_imagenet"] == {"triplet_resnet50_8xb128-amp-accum4-coslr-200e_in1k"}
+    assert planned["linear_triplet_more_imagenet"] == {"triplet_resnet50_8xb128-amp-accum4-coslr-800e_in1k"}
+    assert planned["linear_avgpool_imagenet"] == {*cfg["models"], "random"}  # the common protocol: every row
+    # the mini zoo: BYOL's and Triplet's mini models run their papers' protocols, nothing else does
+    result = snakemake(workdir, "-n", "--configfile", "config/mini.yaml", "--cores", "1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    planned = _planned_results(result.stdout)
+    assert planned["linear_avgpool_lars_imagenet"] == {"byol_resnet18_mini"}
+    assert planned["linear_triplet_less_imagenet"] == {"triplet_resnet18_mini"}
+    assert "linear_triplet_more_imagenet" not in planned
+
+
+@pytest.mark.parametrize(
+    ("model", "benchmark"),
+    [
+        ("byol_resnet50_8xb32-accum16-coslr-200e_in1k", "linear_avgpool_lars_imagenet"),
+        ("triplet_resnet50_8xb128-amp-accum4-coslr-200e_in1k", "linear_triplet_less_imagenet"),
+    ],
+)
+def test_reported_numbers_of_an_own_protocol_not_listed_stop_the_workflow(
+    workdir: Path, model: str, benchmark: str
+) -> None:
+    placeholder_datasets(workdir)
+    path = workdir / "config" / "models" / f"{model}.yaml"
+    listed = f"extra_benchmarks: [{benchmark}]\n"
+    assert listed in path.read_text()
+    path.write_text(path.read_text().replace(listed, ""))
+    result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
+    assert result.returncode != 0
+    out = " ".join((result.stdout + result.stderr).split())
+    assert (
+        f"config/models/{model}.yaml: reported.{benchmark} holds numbers of a paper's own protocol, which "
+        f"runs only for the models that list it; add '{benchmark}' to the model's extra_benchmarks"
+    ) in out

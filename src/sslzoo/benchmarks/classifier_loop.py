@@ -9,8 +9,10 @@ line per iteration in ``work_dir/train_log.jsonl``, ``work_dir/latest.pth`` writ
 after every epoch and resumed from when everything that defines the run (config, seed, backbone
 and manifest contents) is unchanged. The loss is the sum of the cross-entropies of the model's
 outputs (the independent heads of mmselfsup 0.x ``mmselfsup/models/heads/multi_cls_head.py``),
-SGD with step decay per epoch (mmselfsup 0.x ``configs/benchmarks/classification``, PROTOCOLS.md
-"Linear evaluation"). Evaluation (:func:`evaluate_classifier`) splits the images over the
+the lr set before every optimizer step by the protocol's schedule (:meth:`TrainSettings.lr_schedule
+<sslzoo.benchmarks.linear_protocol.TrainSettings.lr_schedule>`: step decay per epoch, mmselfsup 0.x
+``configs/benchmarks/classification``, or cosine with a linear warm-up; PROTOCOLS.md "Linear
+evaluation"). Evaluation (:func:`evaluate_classifier`) splits the images over the
 processes and sums the hit counts, so the top-1 and top-5 accuracy does not depend on the
 process count.
 
@@ -46,7 +48,7 @@ from sslzoo.runtime.loop import fit
 from sslzoo.runtime.optim import NORM_LAYERS
 from sslzoo.runtime.record import run_record
 from sslzoo.runtime.run_dir import Fingerprint, RunDir
-from sslzoo.runtime.schedules import LrSchedule, per_group
+from sslzoo.runtime.schedules import per_group
 
 
 def norm_param_groups(
@@ -93,9 +95,9 @@ def fit_classifier(
         model: ``forward(images [B, 3, H, W]) -> {name: logits [B, C]}``, already on ``ctx.device``
             and identical on every process.
         optimizer: over ``model``'s trainable parameters; each group's ``lr`` is its base lr
-            (recorded as ``initial_lr``), decayed by ``settings.gamma`` at ``settings.steps``.
+            (recorded as ``initial_lr``), scaled at every iteration by ``settings``' schedule.
         train_set: ``(image tensor, label)`` pairs.
-        settings: epochs, total batch (split evenly over the processes), workers, lr steps.
+        settings: epochs, total batch (split evenly over the processes), workers, lr schedule.
         work_dir: ``latest.pth`` (after every epoch) and ``train_log.jsonl`` (every iteration).
         fingerprint: JSON-able description of the run (config, seed, input digests); a saved
             state with another fingerprint is set aside instead of resumed.
@@ -115,13 +117,7 @@ def fit_classifier(
             f"{len(train_set)} training images give no full batch of batch_size {settings.batch_size}; "  # type: ignore[arg-type]
             "lower batch_size in the protocol file"
         )
-    schedule = LrSchedule(
-        name="step",
-        epochs=settings.epochs,
-        iters_per_epoch=iters_per_epoch,
-        steps=tuple(float(s) for s in settings.steps),
-        gamma=settings.gamma,
-    )
+    schedule = settings.lr_schedule(iters_per_epoch)
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
     result = fit(

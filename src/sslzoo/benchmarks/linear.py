@@ -12,11 +12,16 @@ evaluation"), chosen by the config's ``layers``:
   mean and variance per channel), flattened and fed to its own ``Linear`` (normal std 0.01,
   bias 0). The heads are independent: the loss is the sum of their cross-entropies.
 - AvgPool, ``layers: [avgpool]`` (``imagenet/resnet50_linear-8xb32-steplr-100e_in1k.py``, the
-  MoCo protocol): global average pool of feature5 -> ``Linear`` (normal std 0.01, bias 0).
+  MoCo protocol): global average pool of feature5 -> ``Linear`` (normal std 0.01, bias 0). The
+  papers' own AvgPool protocols have the same head (``ClsHead(with_avg_pool=True)``, no BN) and
+  differ in optimizer and schedule only: BYOL's ``imagenet/resnet50_linear-8xb512-coslr-90e_in1k.py``
+  (LARS, cosine) and Triplet's (wanggrun/triplet ``configs/benchmarks/linear_classification/
+  imagenet/r50_last_cos_for_{Less,More}SslEpoch.py``: SGD, cosine after a linear warm-up).
 
 The backbone stays in eval mode (BN running statistics frozen) and runs without gradients; only
-the heads train: SGD with step decay per epoch, top-1 and top-5 accuracy on the validation set
-(Resize + CenterCrop) after the last epoch. Table columns: ``Feature1`` .. ``Feature5``, ``AvgPool``.
+the heads train: SGD or LARS (:func:`build_head_optimizer`) with the protocol's step or cosine
+schedule, top-1 and top-5 accuracy on the validation set (Resize + CenterCrop) after the last
+epoch. Table columns: ``Feature1`` .. ``Feature5``, ``AvgPool``.
 
 The parts live beside this module: the protocol file in :mod:`sslzoo.benchmarks.linear_protocol`,
 the transforms in :mod:`sslzoo.benchmarks.classifier_transforms`, the heads in
@@ -44,10 +49,27 @@ from sslzoo.benchmarks.classifier_loop import (
 from sslzoo.benchmarks.classifier_transforms import build_eval_transform, build_train_transform
 from sslzoo.benchmarks.features import load_backbone_model
 from sslzoo.benchmarks.heads import build_linear_classifier
-from sslzoo.benchmarks.linear_protocol import LAYER_COLUMNS, load_linear_config
+from sslzoo.benchmarks.linear_protocol import LAYER_COLUMNS, LinearConfig, load_linear_config
 from sslzoo.data.datasets import ManifestDataset
 from sslzoo.io import file_digest, git_revision, write_json
 from sslzoo.runtime.dist import DistContext, init_distributed
+from sslzoo.runtime.optim import LARS
+
+
+def build_head_optimizer(heads: nn.Module, config: LinearConfig) -> torch.optim.Optimizer:
+    """The optimizer of the heads' trainable parameters: ``torch.optim.SGD`` or
+    :class:`~sslzoo.runtime.optim.LARS` (``optimizer.name``), over the groups of
+    :func:`~sslzoo.benchmarks.classifier_loop.norm_param_groups` (norm layers decayed with
+    ``norm_weight_decay``, the rest with ``weight_decay``).
+
+    LARS adapts every group: the reference's LARS linear protocol
+    (mmselfsup 0.x ``configs/benchmarks/classification/_base_/schedules/lars_coslr-90e.py``) gives
+    no ``paramwise_options``, so its ``fc_cls`` weight and bias both get the trust ratio.
+    """
+    groups = norm_param_groups(heads, config.lr, config.weight_decay, config.norm_weight_decay)
+    if config.optimizer == "lars":
+        return LARS(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, eta=config.eta)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
 def linear_benchmark(
@@ -89,12 +111,7 @@ def linear_benchmark(
     ).to(ctx.device)
     if ctx.distributed and ctx.device.type == "cuda":  # the reference's SyncBN heads
         model.heads = nn.SyncBatchNorm.convert_sync_batchnorm(model.heads)
-    optimizer = torch.optim.SGD(
-        norm_param_groups(model.heads, config.lr, config.weight_decay, config.norm_weight_decay),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-    )
+    optimizer = build_head_optimizer(model.heads, config)
     fingerprint = {
         "config": raw_config,
         "seed": seed,

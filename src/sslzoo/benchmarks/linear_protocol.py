@@ -16,7 +16,10 @@ multi-head, ``layers: [feature1, ..., feature5]``
 ``inaturalist2018/...-84e_inat18.py``), each layer average pooled with the
 ``AvgPool2d(kernel, stride, padding)`` of a features config's pooling table
 (:func:`read_pooling_table`); or AvgPool, ``layers: [avgpool]``
-(``imagenet/resnet50_linear-8xb32-steplr-100e_in1k.py``, the MoCo protocol).
+(``imagenet/resnet50_linear-8xb32-steplr-100e_in1k.py``, the MoCo protocol; with LARS and a
+cosine schedule ``imagenet/resnet50_linear-8xb512-coslr-90e_in1k.py``, BYOL's; with SGD and a
+cosine schedule after a linear warm-up wanggrun/triplet's
+``configs/benchmarks/linear_classification/imagenet/r50_last_cos_for_{Less,More}SslEpoch.py``).
 :data:`LAYER_COLUMNS` names the table column of each layer.
 """
 
@@ -32,6 +35,7 @@ from sslzoo.benchmarks.features import GLOBAL_POOL
 from sslzoo.benchmarks.protocol_files import read_protocol
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import STAGE_NAMES
+from sslzoo.runtime.schedules import LrSchedule
 
 # layer of the backbone -> column of the linear evaluation tables (sslzoo.tables.SECTIONS)
 LAYER_COLUMNS: dict[str, str] = {
@@ -73,14 +77,21 @@ class EvalTransformConfig:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Epochs, batch and step schedule of a supervised run.
+    """Epochs, batch and lr schedule of a supervised run (``schedule:``, the shared definition of
+    ``protocol_common.schema.yaml``; the formulas are :mod:`sslzoo.runtime.schedules`').
 
     Attributes:
         epochs: training epochs.
         batch_size: images per optimizer step summed over all processes.
         workers: data-loading worker processes per process.
-        steps: epochs at which the lr is multiplied by ``gamma``.
-        gamma: the decay factor.
+        steps: epochs at which the step schedule multiplies the lr by ``gamma`` (empty for cosine).
+        gamma: the decay factor of the step schedule.
+        schedule: ``step`` or ``cosine`` (mmcv ``CosineAnnealing``).
+        min_lr: the floor of the step schedule, the end of the cosine schedule.
+        by_epoch: the regular lr constant within an epoch (mmcv's default) or updated every iteration.
+        warmup_epochs: length of the linear warm-up (mmcv ``warmup_iters`` with
+            ``warmup_by_epoch=True``), per iteration; 0 for none.
+        warmup_ratio: the warm-up starts at ``warmup_ratio`` x the regular lr.
     """
 
     epochs: int
@@ -88,6 +99,25 @@ class TrainSettings:
     workers: int
     steps: tuple[int, ...]
     gamma: float
+    schedule: str
+    min_lr: float
+    by_epoch: bool
+    warmup_epochs: float
+    warmup_ratio: float
+
+    def lr_schedule(self, iters_per_epoch: int) -> LrSchedule:
+        """The lr of every iteration of a run of ``iters_per_epoch`` optimizer steps per epoch."""
+        return LrSchedule(
+            name=self.schedule,
+            epochs=self.epochs,
+            iters_per_epoch=iters_per_epoch,
+            steps=tuple(float(s) for s in self.steps),
+            gamma=self.gamma,
+            min_lr=self.min_lr,
+            by_epoch=self.by_epoch,
+            warmup_epochs=self.warmup_epochs,
+            warmup_ratio=self.warmup_ratio,
+        )
 
 
 @dataclass(frozen=True)
@@ -97,11 +127,13 @@ class LinearConfig:
     layers: tuple[str, ...]
     pooling: dict[str, tuple[int, int, int]]
     bn_momentum: float
+    optimizer: str  # sgd or lars
     lr: float
     momentum: float
     weight_decay: float
     nesterov: bool
     norm_weight_decay: float
+    eta: float  # LARS trust coefficient (lars only)
     train: TrainSettings
     train_transform: TrainTransformConfig
     eval_transform: EvalTransformConfig
@@ -109,16 +141,32 @@ class LinearConfig:
 
 
 def parse_train_settings(cfg: dict[str, Any], source: str) -> TrainSettings:
-    """``epochs``, ``batch_size``, ``workers`` and ``schedule: {steps, gamma}`` of a validated protocol."""
-    steps = cfg["schedule"]["steps"]
+    """``epochs``, ``batch_size``, ``workers`` and ``schedule`` of a validated, default-filled protocol."""
+    schedule = cfg["schedule"]
+    steps = schedule.get("steps", [])  # the schema requires them for step
+    if schedule["name"] != "step" and steps:
+        raise SslzooError(
+            f"{source}: schedule.steps: the {schedule['name']} schedule has no steps; remove them or "
+            "set schedule.name: step"
+        )
     if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
         raise SslzooError(f"{source}: schedule.steps: expected increasing epochs, got {steps!r}")
+    if schedule["warmup_epochs"] > cfg["epochs"]:
+        raise SslzooError(
+            f"{source}: schedule.warmup_epochs: {schedule['warmup_epochs']} is longer than the "
+            f"{cfg['epochs']} epochs of training; shorten the warm-up"
+        )
     return TrainSettings(
         epochs=cfg["epochs"],
         batch_size=cfg["batch_size"],
         workers=cfg["workers"],
         steps=tuple(steps),
-        gamma=float(cfg["schedule"]["gamma"]),
+        gamma=float(schedule["gamma"]),
+        schedule=schedule["name"],
+        min_lr=float(schedule["min_lr"]),
+        by_epoch=schedule["by_epoch"],
+        warmup_epochs=float(schedule["warmup_epochs"]),
+        warmup_ratio=float(schedule["warmup_ratio"]),
     )
 
 
@@ -190,8 +238,9 @@ def load_linear_config(path: str | os.PathLike[str]) -> tuple[LinearConfig, dict
     Keys: ``gpus`` (the reference's process count, :func:`check_gpus`), ``layers`` (among
     feature1..feature5, avgpool), ``pooling_from`` (the features config holding the pooling
     table, relative to this file; needed for featureN layers), ``bn_momentum``, ``epochs``,
-    ``batch_size`` (total), ``workers``, ``optimizer: {lr, momentum, weight_decay, nesterov,
-    norm_weight_decay}``, ``schedule: {steps, gamma}``,
+    ``batch_size`` (total), ``workers``, ``optimizer: {name, lr, momentum, weight_decay,
+    nesterov, norm_weight_decay, eta}``, ``schedule: {name, steps, gamma, min_lr, by_epoch,
+    warmup_epochs, warmup_ratio}`` (:class:`TrainSettings`),
     ``train_transform`` (:class:`TrainTransformConfig`), ``eval_transform`` (resize, crop).
 
     Returns:
@@ -207,18 +256,25 @@ def load_linear_config(path: str | os.PathLike[str]) -> tuple[LinearConfig, dict
         raise SslzooError(
             f"{source}: optimizer.momentum: must be > 0 with nesterov, got {optimizer['momentum']!r}"
         )
+    if optimizer["name"] != "lars" and "eta" in raw["optimizer"]:
+        raise SslzooError(
+            f"{source}: optimizer.eta: the LARS trust coefficient, but the optimizer is "
+            f"{optimizer['name']}; remove eta or set optimizer.name: lars"
+        )
     weight_decay = float(optimizer["weight_decay"])
     train = parse_train_settings(cfg, source)
     config = LinearConfig(
         layers=tuple(layers),
         pooling=pooling,
         bn_momentum=float(cfg["bn_momentum"]),
+        optimizer=optimizer["name"],
         lr=float(optimizer["lr"]),
         momentum=float(optimizer["momentum"]),
         weight_decay=weight_decay,
         nesterov=optimizer["nesterov"],
         # a default that is another key's value: the decay of every other parameter
         norm_weight_decay=float(optimizer.get("norm_weight_decay", weight_decay)),
+        eta=float(optimizer["eta"]),
         train=train,
         train_transform=parse_train_transform(cfg, source),
         eval_transform=parse_eval_transform(cfg, source),

@@ -63,6 +63,10 @@ _LINEAR = (
     "stages average-pooled to a fixed grid (no global pooling), then BN and a linear layer; AvgPool "
     "is the globally pooled last stage. Top-1 (%)."
 )
+_OWN_LINEAR = (
+    "A paper's own linear protocol, run only for the models that report with it: a linear layer on "
+    "the globally pooled last stage of the frozen backbone (AvgPool), trained {how} ({ref}). Top-1 (%)."
+)
 _LOWSHOT_K = ("k=1", "k=2", "k=4", "k=8", "k=16", "k=32", "k=64", "k=96")
 _SEMI = (
     "The whole network fine-tuned with a linear head on {share} of the ImageNet training labels; "
@@ -98,6 +102,45 @@ BENCHMARKS: dict[str, Benchmark] = {
         "linear", ("imagenet",), Section("ImageNet Linear Evaluation", _LINEAR, _FEATURES)
     ),
     "linear_avgpool_imagenet": Benchmark("linear", ("imagenet",), table="linear_imagenet"),
+    "linear_avgpool_lars_imagenet": Benchmark(
+        "linear",
+        ("imagenet",),
+        Section(
+            "ImageNet Linear Evaluation, LARS (BYOL's protocol)",
+            _OWN_LINEAR.format(
+                how="with LARS and a cosine schedule at a large batch",
+                ref="mmselfsup's resnet50_linear-8xb512-coslr-90e_in1k.py, which produced BYOL's reported AvgPool",
+            ),
+            ("AvgPool",),
+        ),
+        every_model=False,
+    ),
+    "linear_triplet_less_imagenet": Benchmark(
+        "linear",
+        ("imagenet",),
+        Section(
+            "ImageNet Linear Evaluation, Triplet's protocol for shorter pretraining",
+            _OWN_LINEAR.format(
+                how="with SGD and a cosine schedule after a linear warm-up",
+                ref="Triplet's r50_last_cos_for_LessSslEpoch.py, the protocol of its 200-epoch number",
+            ),
+            ("AvgPool",),
+        ),
+        every_model=False,
+    ),
+    "linear_triplet_more_imagenet": Benchmark(
+        "linear",
+        ("imagenet",),
+        Section(
+            "ImageNet Linear Evaluation, Triplet's protocol for longer pretraining",
+            _OWN_LINEAR.format(
+                how="with SGD and a cosine schedule after a linear warm-up (a lower lr than for shorter pretraining)",
+                ref="Triplet's r50_last_cos_for_MoreSslEpoch.py, the protocol of its 700-900-epoch number",
+            ),
+            ("AvgPool",),
+        ),
+        every_model=False,
+    ),
     "linear_places205": Benchmark(
         "linear", ("places205",), Section("Places205 Linear Evaluation", _LINEAR, _FEATURES)
     ),
