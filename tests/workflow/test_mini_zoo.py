@@ -302,6 +302,26 @@ def test_a_changed_protocol_value_reruns_only_its_dependents(mini_zoo: Path) -> 
         os.utime(protocol, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
+def test_a_new_reported_number_reruns_the_tables_not_the_pretraining(mini_zoo: Path) -> None:
+    """A model config's display keys (reported numbers) feed the pages only."""
+    model_config = mini_zoo / "config" / "models" / f"{MODEL}.yaml"
+    original, stat = model_config.read_text(), model_config.stat()
+    try:
+        model_config.write_text(original + '\nreported: {knn_imagenet: {"k=20": 1.5}}\n')  # a newer file too
+        dry = _run(mini_zoo, "-n", timeout=300)
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert _planned(dry.stdout) == {
+            # every benchmark table shows the reported rows of every model; one method's page
+            "benchmark_table": len(list((mini_zoo / "results" / "tables" / "benchmarks").glob("*.md"))),
+            "method_page": 1,
+            "model_zoo_table": 1,
+            "all": 1,
+        }
+    finally:
+        model_config.write_text(original)
+        os.utime(model_config, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def test_report_holds_tables_and_figures(mini_zoo: Path) -> None:
     report = mini_zoo / "report.html"
     result = _run(mini_zoo, "--report", str(report), timeout=600)

@@ -285,9 +285,14 @@ def pretrain_correspondence_arg(wildcards, input):
     return f"--correspondence {input.correspondence}" if input.correspondence else ""
 
 
+# model config keys that say how the model is shown and evaluated, not how it is trained
+DISPLAY_KEYS = ("title", "reported", "extra_benchmarks")
+
+
 def pretrain_protocol(wildcards):
-    """The whole model config: a change to any protocol value reruns the pretraining."""
-    return MODEL_CONFIGS[wildcards.pretrained]
+    """The model config but its display keys: a change to any training value reruns the
+    pretraining, a new reported number or extra benchmark does not."""
+    return {key: value for key, value in MODEL_CONFIGS[wildcards.pretrained].items() if key not in DISPLAY_KEYS}
 
 
 def output_dir(wildcards, output):
