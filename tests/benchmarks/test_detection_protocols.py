@@ -22,6 +22,7 @@ from sslzoo.benchmarks.detection.models import (
     InputConfig,
     ModelConfig,
     build_faster_rcnn_c4,
+    build_mask_rcnn_c4,
     build_mask_rcnn_fpn,
     conv_fc_box_head,
 )
@@ -129,8 +130,33 @@ def test_det_coco_is_mmselfsups_mask_rcnn_r50_fpn_mstrain_1x_coco():
     assert reference_gpus_and_batch(CONFIG_DIR / "det_coco.yaml") == (8, 2)
 
 
+def test_det_coco_c4_moco_is_moco_coco_r_50_c4_2x_moco():
+    """facebookresearch/moco detection/configs/coco_R_50_C4_2x_moco.yaml on coco_R_50_C4_2x.yaml and
+    Base-RCNN-C4-BN.yaml; detectron2 config/defaults.py for the rest."""
+    cfg, _ = load_detection_config(CONFIG_DIR / "det_coco_c4_moco.yaml")
+    m, inp, sol = cfg.model, cfg.input, cfg.solver
+    assert (cfg.dataset, cfg.gpus, m.arch, m.norm, m.extra_norm) == (
+        "coco",
+        8,
+        "mask_rcnn_c4",
+        "SyncBN",
+        True,
+    )
+    assert (m.pooler_resolution, m.mask_head_channels) == (
+        14,
+        256,
+    )  # POOLER_RESOLUTION, ROI_MASK_HEAD.CONV_DIM
+    assert (m.rpn_pre_nms_topk_train, m.rpn_post_nms_topk_train) == (12000, 2000)  # detectron2 defaults
+    assert (m.rpn_pre_nms_topk_test, m.rpn_post_nms_topk_test) == (6000, 1000)  # Base-RCNN-C4-BN.yaml
+    assert inp.min_size_train == (640, 672, 704, 736, 768, 800) and inp.min_size_test == 800
+    assert (sol.batch_size, sol.base_lr, sol.weight_decay_norm) == (16, 0.02, 0.0)
+    assert (sol.max_iter, sol.steps, sol.warmup_iters) == (180000, (120000, 160000), 1000)
+    assert cfg.test.precise_bn_iters == 200
+    assert reference_gpus_and_batch(CONFIG_DIR / "det_coco_c4_moco.yaml") == (8, 2)
+
+
 def test_mini_files_have_their_full_protocols_shape():
-    for name in ("det_voc0712", "det_voc0712_moco", "det_coco"):
+    for name in ("det_voc0712", "det_voc0712_moco", "det_coco", "det_coco_c4_moco"):
         full, _ = load_detection_config(CONFIG_DIR / f"{name}.yaml")
         mini, _ = load_detection_config(CONFIG_DIR / f"{name}_mini.yaml")
         assert (mini.model.arch, mini.model.box_head, mini.model.head_norm) == (
@@ -335,6 +361,42 @@ def test_mask_rcnn_with_4conv1fc_and_head_norms_trains(r18):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in moco.roi_heads.modules())
 
 
+def test_mask_rcnn_c4_shares_res5_and_predicts_masks(r18):
+    cfg = ModelConfig(
+        arch="mask_rcnn_c4",
+        pooler_resolution=6,
+        mask_head_channels=16,
+        **{k: v for k, v in TINY_FPN.items() if k.startswith(("rpn_", "roi_"))},
+    )
+    model = build_mask_rcnn_c4(3, cfg, TINY_INPUT, state_dict=r18)
+    heads = model.roi_heads
+    assert heads.mask_head.box_head is heads.box_head  # one res5 and extra norm for both branches
+    torch.testing.assert_close(heads.box_head.res5[0].conv1.weight, r18["layer4.0.conv1.weight"])
+    # [N, C4, 6, 6] -> res5 -> [N, 512, 3, 3] -> deconv 2x2 -> [N, 16, 6, 6] -> [N, 4, 6, 6]
+    pooled = torch.randn(2, 256, 6, 6)
+    features = heads.mask_head(pooled)
+    assert features.shape == (2, 512, 3, 3)
+    assert heads.mask_predictor(features).shape == (2, 4, 6, 6)
+    assert heads.mask_predictor.mask_fcn_logits.bias.abs().sum() == 0
+    params = {id(p) for p in model.parameters()}
+    assert len(params) == len(list(model.parameters()))  # shared, not duplicated
+    images = [torch.rand(3, 60, 80)]
+    mask = torch.zeros(1, 60, 80, dtype=torch.uint8)
+    mask[0, 5:45, 5:40] = 1
+    torch.manual_seed(0)
+    losses = model(
+        images,
+        [{"boxes": torch.tensor([[5.0, 5.0, 40.0, 45.0]]), "labels": torch.tensor([1]), "masks": mask}],
+    )
+    assert "loss_mask" in losses and torch.isfinite(sum(losses.values()))
+    sum(losses.values()).backward()
+    assert heads.mask_predictor.conv5_mask.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert out[0]["masks"].shape[1:] == (1, 60, 80)
+
+
 # --------------------------------------------------------------------------------------------
 # detectron2 engine
 # --------------------------------------------------------------------------------------------
@@ -363,3 +425,11 @@ def test_detectron2_config_of_the_mmdetection_options(tmp_path):
         "SyncBN",
     )
     assert model["ROI_MASK_HEAD"]["NORM"] == "SyncBN"
+    c4 = detectron2_config(load_detection_config(CONFIG_DIR / "det_coco_c4_moco.yaml")[0], 50, "w.pkl", "out")
+    assert c4["MODEL"]["MASK_ON"] is True and c4["MODEL"]["ROI_HEADS"]["NAME"] == "Res5ROIHeadsExtraNorm"
+    assert c4["MODEL"]["ROI_MASK_HEAD"] == {
+        "NAME": "MaskRCNNConvUpsampleHead",
+        "NUM_CONV": 0,
+        "CONV_DIM": 256,
+    }
+    assert (c4["SOLVER"]["MAX_ITER"], c4["SOLVER"]["STEPS"]) == (180000, [120000, 160000])

@@ -120,14 +120,15 @@ def test_external_checkpoint_is_a_row_of_every_benchmark(workdir: Path) -> None:
     assert runs == [f"results/pretrain/{model}/run.json" for model in cfg["models"]]
 
 
-def test_mocos_voc_protocol_is_planned_only_for_the_triplet_models(workdir: Path) -> None:
+def test_mocos_detection_protocols_are_planned_only_for_the_triplet_models(workdir: Path) -> None:
     cfg = placeholder_datasets(workdir)
-    assert "det_voc0712_moco" in cfg["benchmarks"] and not BENCHMARKS["det_voc0712_moco"].every_model
     result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
     assert result.returncode == 0, result.stderr + result.stdout
-    rows = set(re.findall(r"results/benchmarks/det_voc0712_moco/([^/\s]+)/metrics\.json", result.stdout))
     triplet = {name for name in cfg["models"] if name.startswith("triplet_")}
-    assert triplet and rows == triplet  # no other model, no random baseline
+    for moco in ("det_voc0712_moco", "det_coco_c4_moco"):
+        assert moco in cfg["benchmarks"] and not BENCHMARKS[moco].every_model
+        rows = set(re.findall(rf"results/benchmarks/{moco}/([^/\s]+)/metrics\.json", result.stdout))
+        assert triplet and rows == triplet, moco  # no other model, no random baseline
     voc = set(re.findall(r"results/benchmarks/det_voc0712/([^/\s]+)/metrics\.json", result.stdout))
     assert voc == {*cfg["models"], "random"}  # the model zoo's protocol: every row
     # Triplet's reported VOC numbers sit under the protocol that produced them
@@ -138,7 +139,8 @@ def test_mocos_voc_protocol_is_planned_only_for_the_triplet_models(workdir: Path
     mini_cfgs = {
         name: yaml.safe_load((workdir / "config" / "models" / f"{name}.yaml").read_text()) for name in mini["models"]
     }
-    assert rows_of("det_voc0712_moco", mini_cfgs, 0) == [n for n in mini["models"] if n.startswith("triplet_")]
+    for moco in ("det_voc0712_moco", "det_coco_c4_moco"):
+        assert rows_of(moco, mini_cfgs, 0) == [n for n in mini["models"] if n.startswith("triplet_")]
 
 
 def test_a_table_or_page_file_plans_only_what_it_needs(workdir: Path) -> None:

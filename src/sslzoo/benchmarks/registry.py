@@ -170,6 +170,18 @@ BENCHMARKS: dict[str, Benchmark] = {
             group="Detection",
         ),
     ),
+    "det_coco_c4_moco": Benchmark(
+        "det",
+        ("coco",),
+        Section(
+            "COCO2017 (MoCo protocol, R50-C4 2x)",
+            "Mask R-CNN R50-C4, 2x schedule, trained on COCO train2017 and tested on val2017 by MoCo's "
+            "detectron2 protocol (coco_R_50_C4_2x_moco.yaml), run for the models that report it.",
+            ("mAP(Box)", "AP50(Box)", "AP75(Box)", "mAP(Mask)", "AP50(Mask)", "AP75(Mask)"),
+            group="Detection",
+        ),
+        every_model=False,
+    ),
     "seg_voc12aug": Benchmark(
         "seg",
         ("voc12",),

@@ -1,9 +1,9 @@
-"""Object detection benchmarks: VOC07+12 Faster R-CNN R50-C4 and COCO Mask R-CNN R50-FPN 1x.
+"""Object detection benchmarks: VOC07+12 Faster R-CNN R50-C4, COCO Mask R-CNN R50-FPN 1x and R50-C4 2x.
 
 The whole pretrained ResNet is fine-tuned inside a detector and the test-set AP is the metric.
 The protocols (PROTOCOLS.md "Detection as the model zoo ran it", "Detection (MoCo protocol,
 detectron2)"): MMSelfSup's MMDetection configs, which its model zoo reports (``det_voc0712``,
-``det_coco``), and MoCo's detectron2 configs, which Triplet reports (``det_voc0712_moco``).
+``det_coco``), and MoCo's detectron2 configs, which Triplet reports (``det_voc0712_moco``, ``det_coco_c4_moco``).
 Two engines read the same protocol file (``config/benchmarks/det_*.yaml``):
 
 - ``torchvision`` (default, runs everywhere, CPU included): the detectors of
@@ -157,7 +157,7 @@ def detection_benchmark(
         test_set: Any = VocDetection([(voc07, "test")])  # type: ignore[list-item]
         num_classes = len(test_set.classes)
     else:
-        with_masks = cfg.model.arch == "mask_rcnn_fpn"
+        with_masks = cfg.model.arch.startswith("mask_rcnn")
         train_set = CocoDetection(
             coco_images_train, coco_ann_train, train=True, with_masks=with_masks, flip_prob=flip
         )  # type: ignore[arg-type]
@@ -221,7 +221,7 @@ def detection_benchmark(
         extra = {"per_class_AP50": scores["per_class_AP50"], "AP_per_threshold": scores["AP_per_threshold"]}
     else:
         results = coco_results(predictions, test_set.image_ids, test_set.category_ids)
-        iou_types = ("bbox", "segm") if cfg.model.arch == "mask_rcnn_fpn" else ("bbox",)
+        iou_types = ("bbox", "segm") if cfg.model.arch.startswith("mask_rcnn") else ("bbox",)
         metrics = coco_metrics(test_set.coco, results, iou_types, test_set.image_ids)
         extra = {"detections": len(results)}
     result = {

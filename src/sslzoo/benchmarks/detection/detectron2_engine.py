@@ -97,7 +97,7 @@ def detectron2_config(
         num_classes: object classes (default 20 for VOC, 80 for COCO).
     """
     m, inp, sol = cfg.model, cfg.input, cfg.solver
-    c4 = m.arch == "faster_rcnn_c4"
+    c4 = m.arch in ("faster_rcnn_c4", "mask_rcnn_c4")
     if inp.ignore_difficult:
         raise SslzooError(
             "engine detectron2: input.ignore_difficult is MMDetection's; detectron2 trains on the difficult "
@@ -118,7 +118,7 @@ def detectron2_config(
     model: dict[str, Any] = {
         "META_ARCHITECTURE": "GeneralizedRCNN",
         "WEIGHTS": str(weights),
-        "MASK_ON": not c4,
+        "MASK_ON": m.arch.startswith("mask_rcnn"),
         "PIXEL_MEAN": list(inp.pixel_mean),
         "PIXEL_STD": list(inp.pixel_std),
         "BACKBONE": {"NAME": "build_resnet_backbone" if c4 else "build_resnet_fpn_backbone", "FREEZE_AT": 0},
@@ -157,6 +157,12 @@ def detectron2_config(
             "POOLER_TYPE": "ROIAlignV2",
             "POOLER_SAMPLING_RATIO": 0,
         }
+        if model["MASK_ON"]:  # Res5ROIHeads' mask head on the res5 features: a deconv, no convs
+            model["ROI_MASK_HEAD"] = {
+                "NAME": "MaskRCNNConvUpsampleHead",
+                "NUM_CONV": 0,
+                "CONV_DIM": m.mask_head_channels,
+            }
     else:
         model["FPN"] = {
             "IN_FEATURES": ["res2", "res3", "res4", "res5"],

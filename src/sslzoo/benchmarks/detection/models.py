@@ -1,6 +1,6 @@
 """The detectors of the detection protocols, from torchvision building blocks.
 
-Two models (PROTOCOLS.md "Detection as the model zoo ran it" and "Detection (MoCo protocol,
+Three models (PROTOCOLS.md "Detection as the model zoo ran it" and "Detection (MoCo protocol,
 detectron2)"; facebookresearch/moco ``detection/configs`` and ``train_net.py``, detectron2
 ``configs/Base-RCNN-C4.yaml`` / ``Base-RCNN-FPN.yaml`` and ``modeling/roi_heads/roi_heads.py``;
 MMSelfSup ``configs/benchmarks/mmdetection/``):
@@ -11,6 +11,9 @@ MMSelfSup ``configs/benchmarks/mmdetection/``):
   adaptive) from res4 and fed through res5 (``layer4``, first block stride 2: 14 -> 7), the
   *extra BatchNorm after res5* of MoCo's ``Res5ROIHeadsExtraNorm``, and a global average pool;
   a linear classifier (C + 1 classes) and class-specific box regressor (4C) follow.
+- **Mask R-CNN R50-C4** (:func:`build_mask_rcnn_c4`): that detector with detectron2's C4 mask
+  branch: positive RoIs pooled from res4, res5 and the extra norm (shared with the box head),
+  a 2x2 deconv (256) and a 1x1 conv per class: 14x14 mask logits.
 - **Mask R-CNN R50-FPN** (:func:`build_mask_rcnn_fpn`): FPN P2..P6 (256 channels, P6 = max-pool
   of P5) with norm layers in the FPN convs (MoCo's ``FPN.NORM: SyncBN``); RPN on P2..P6 (anchor
   32..512, one size per level); box head: ROIAlignV2 7x7 -> 2 FC (1024) -> predictor
@@ -59,7 +62,7 @@ from sslzoo.models.backbone import ResNetBackbone, depth_from_state_dict
 
 StateDict = dict[str, torch.Tensor]
 
-ARCHITECTURES = ("faster_rcnn_c4", "mask_rcnn_fpn")
+ARCHITECTURES = ("faster_rcnn_c4", "mask_rcnn_c4", "mask_rcnn_fpn")
 BOX_HEADS = ("2fc", "4conv1fc")
 NORMS = ("BN", "SyncBN", "naiveSyncBN")
 
@@ -70,7 +73,7 @@ class ModelConfig:
     defaults are those of ``sslzoo/schemas/detection.schema.yaml``).
 
     Attributes:
-        arch: ``faster_rcnn_c4`` or ``mask_rcnn_fpn``.
+        arch: ``faster_rcnn_c4``, ``mask_rcnn_c4`` or ``mask_rcnn_fpn``.
         norm: ``SyncBN`` / ``naiveSyncBN`` (SyncBatchNorm when distributed on GPUs) or ``BN``
             [RESNETS.NORM, FPN.NORM].
         extra_norm: the BN after res5 of the C4 box head (MoCo's Res5ROIHeadsExtraNorm).
@@ -253,8 +256,28 @@ class Res5BoxHead(nn.Module):
         self.norm: nn.Module = nn.BatchNorm2d(channels) if extra_norm else nn.Identity()
         self.out_channels = channels
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """res5 and the extra norm without the pooling: ``[N, C4, R, R] -> [N, C5, R/2, R/2]``."""
+        return self.norm(self.res5(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.res5(x)).mean(dim=(2, 3))
+        return self.features(x).mean(dim=(2, 3))
+
+
+class Res5MaskHead(nn.Module):
+    """The mask branch of detectron2's ``Res5ROIHeads``: the box head's res5 and extra norm (the
+    same modules, shared weights) on RoIs pooled from res4, unpooled:
+    ``[N, C4, R, R] -> [N, C5, R/2, R/2]``. detectron2 slices the foreground RoIs' res5 features
+    out of the box branch's batch; here res5 runs again on them (torchvision's RoIHeads pools the
+    mask RoIs itself), so in training the BatchNorms see the foreground RoIs as their own batch.
+    """
+
+    def __init__(self, box_head: Res5BoxHead) -> None:
+        super().__init__()
+        self.box_head = box_head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.box_head.features(x)
 
 
 def init_predictor(predictor: FastRCNNPredictor) -> FastRCNNPredictor:
@@ -322,20 +345,58 @@ def build_faster_rcnn_c4(
         depth: ResNet depth (taken from ``state_dict`` when given).
         state_dict: torchvision backbone weights; res5 of the box head gets ``layer4.*``.
     """
+    body, parts = _c4_parts(num_classes, model_cfg, depth, state_dict)
+    model = FasterRCNN(body, **parts, **_detector_kwargs(model_cfg))
+    model.transform = DetectionTransform(input_cfg)
+    return set_box_loss(model, model_cfg.box_loss)
+
+
+def _c4_parts(
+    num_classes: int, model_cfg: ModelConfig, depth: int, state_dict: StateDict | None
+) -> tuple[ResNetC4Body, dict[str, nn.Module]]:
+    """The res4 body and the RPN and box-head arguments of a C4 detector."""
     if state_dict is not None:
         depth = depth_from_state_dict({k: v for k, v in state_dict.items() if not k.startswith("fc.")})
     resnet = _resnet(depth, state_dict)
     body = ResNetC4Body(resnet)
     anchors = AnchorGenerator((tuple(model_cfg.anchor_sizes),), (tuple(model_cfg.aspect_ratios),))
-    rpn_head = RPNHead(body.out_channels, anchors.num_anchors_per_location()[0])
     box_head = Res5BoxHead(resnet.layer4, resnet.stage_channels[4], model_cfg.extra_norm)
-    model = FasterRCNN(
+    return body, {
+        "rpn_anchor_generator": anchors,
+        "rpn_head": RPNHead(body.out_channels, anchors.num_anchors_per_location()[0]),
+        "box_roi_pool": AlignedRoIPooler(["res4"], model_cfg.pooler_resolution),
+        "box_head": box_head,
+        "box_predictor": init_predictor(FastRCNNPredictor(box_head.out_channels, num_classes + 1)),
+    }
+
+
+def build_mask_rcnn_c4(
+    num_classes: int,
+    model_cfg: ModelConfig,
+    input_cfg: InputConfig,
+    depth: int = 50,
+    state_dict: StateDict | None = None,
+) -> MaskRCNN:
+    """Mask R-CNN R50-C4 (detectron2 ``Res5ROIHeads`` with ``MASK_ON``; MoCo's
+    ``coco_R_50_C4_2x_moco.yaml``): the Faster R-CNN C4 of :func:`build_faster_rcnn_c4` plus a
+    mask branch that pools the positive RoIs from res4 like the box branch (``pooler_resolution``),
+    runs the box head's res5 and extra norm on them (:class:`Res5MaskHead`, shared weights;
+    ``[N, C5, R/2, R/2]``) and ``ROI_MASK_HEAD`` ``MaskRCNNConvUpsampleHead`` with ``NUM_CONV 0``:
+    a 2x2 stride-2 deconv to ``mask_head_channels`` + ReLU and a 1x1 conv per class,
+    ``[N, C + 1, R, R]`` mask logits (14x14 at the protocol's 14). Init as detectron2: deconv
+    ``kaiming_normal(fan_out)``, logits normal(0.001), biases 0.
+    """
+    body, parts = _c4_parts(num_classes, model_cfg, depth, state_dict)
+    box_head = parts["box_head"]
+    predictor = MaskRCNNPredictor(box_head.out_channels, model_cfg.mask_head_channels, num_classes + 1)
+    nn.init.normal_(predictor.mask_fcn_logits.weight, std=0.001)
+    nn.init.zeros_(predictor.mask_fcn_logits.bias)
+    model = MaskRCNN(
         body,
-        rpn_anchor_generator=anchors,
-        rpn_head=rpn_head,
-        box_roi_pool=AlignedRoIPooler(["res4"], model_cfg.pooler_resolution),
-        box_head=box_head,
-        box_predictor=init_predictor(FastRCNNPredictor(box_head.out_channels, num_classes + 1)),
+        **parts,
+        mask_roi_pool=AlignedRoIPooler(["res4"], model_cfg.pooler_resolution),
+        mask_head=Res5MaskHead(box_head),  # type: ignore[arg-type]
+        mask_predictor=predictor,
         **_detector_kwargs(model_cfg),
     )
     model.transform = DetectionTransform(input_cfg)
@@ -419,7 +480,11 @@ def _detector_kwargs(cfg: ModelConfig) -> dict[str, float | int]:
     )
 
 
-BUILDERS = {"faster_rcnn_c4": build_faster_rcnn_c4, "mask_rcnn_fpn": build_mask_rcnn_fpn}
+BUILDERS = {
+    "faster_rcnn_c4": build_faster_rcnn_c4,
+    "mask_rcnn_c4": build_mask_rcnn_c4,
+    "mask_rcnn_fpn": build_mask_rcnn_fpn,
+}
 
 
 def build_detector(
