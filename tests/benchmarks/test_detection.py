@@ -676,12 +676,17 @@ def test_voc_benchmark_end_to_end_and_rerun(tmp_path, r18):
         )
 
 
-def test_coco_benchmark_end_to_end(tmp_path, r18):
+@pytest.mark.parametrize("protocol", ["det_coco_mini", "det_coco_c4_moco_mini"])
+def test_coco_benchmark_end_to_end(tmp_path, r18, protocol):
     data, _ = _coco_gt(tmp_path)
-    raw = yaml.safe_load((CONFIG_DIR / "det_coco_mini.yaml").read_text())
-    raw["model"].update(fpn_channels=32, box_fc_dim=64, mask_head_channels=16, roi_batch_size_per_image=8)
+    raw = yaml.safe_load((CONFIG_DIR / f"{protocol}.yaml").read_text())
+    raw["model"].update(mask_head_channels=16, roi_batch_size_per_image=8)
+    if raw["model"]["arch"] == "mask_rcnn_fpn":
+        raw["model"].update(fpn_channels=32, box_fc_dim=64, box_conv_dim=16)
     raw["input"].update(min_size_train=[40], min_size_test=40, max_size_train=60, max_size_test=60)
-    raw["solver"].update(batch_size=2, max_iter=1, steps=[1], warmup_iters=1)
+    # one epoch (solver.max_epochs): as many iterations as batches of 2 in the training set
+    del raw["solver"]["max_iter"]
+    raw["solver"].update(batch_size=2, max_epochs=1, steps=[1], warmup_iters=1)
     raw.update(workers=0, test={"precise_bn_iters": 0, "batch_size": 2})
     config = tmp_path / "coco.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -701,7 +706,9 @@ def test_coco_benchmark_end_to_end(tmp_path, r18):
     )
     columns = {"mAP(Box)", "AP50(Box)", "AP75(Box)", "mAP(Mask)", "AP50(Mask)", "AP75(Mask)"}
     assert metrics is not None and set(metrics) == columns | {"meta"}
-    assert json.loads(out.read_text())["meta"]["num_classes"] == 2
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["num_classes"] == 2 and meta["num_train"] >= 2
+    assert meta["max_iter"] == meta["iterations"] == -(-meta["num_train"] // 2)
 
 
 def test_rank0_wait_ends_when_the_file_holds_the_text_and_fails_clearly_after_its_timeout(tmp_path):
