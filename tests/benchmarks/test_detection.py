@@ -377,10 +377,17 @@ def test_transform_sizes_train_and_test():
 
 
 def test_protocol_files_load_and_typos_fail(tmp_path):
-    for name in ("det_voc0712", "det_voc0712_mini", "det_coco", "det_coco_mini"):
+    for name in (
+        "det_voc0712",
+        "det_voc0712_mini",
+        "det_voc0712_moco",
+        "det_voc0712_moco_mini",
+        "det_coco",
+        "det_coco_mini",
+    ):
         cfg, _ = load_detection_config(CONFIG_DIR / f"{name}.yaml")
         assert cfg.engine == "torchvision" and cfg.input.pixel_std == (58.395, 57.12, 57.375)
-    voc, _ = load_detection_config(CONFIG_DIR / "det_voc0712.yaml")
+    voc, _ = load_detection_config(CONFIG_DIR / "det_voc0712_moco.yaml")
     assert voc.model.arch == "faster_rcnn_c4" and voc.model.pooler_resolution == 14 and voc.model.extra_norm
     assert voc.input.min_size_train == tuple(range(480, 801, 32)) and voc.input.min_size_test == 800
     assert (voc.solver.batch_size, voc.solver.base_lr, voc.solver.max_iter, voc.solver.steps) == (
@@ -391,7 +398,7 @@ def test_protocol_files_load_and_typos_fail(tmp_path):
     )
     coco, _ = load_detection_config(CONFIG_DIR / "det_coco.yaml")
     assert coco.model.arch == "mask_rcnn_fpn" and coco.input.min_size_train == tuple(range(640, 801, 32))
-    assert (coco.solver.max_iter, coco.solver.steps) == (90000, (60000, 80000))
+    assert (coco.solver.max_epochs, coco.solver.steps) == (12, (8, 11))
     raw = yaml.safe_load((CONFIG_DIR / "det_voc0712_mini.yaml").read_text())
     raw["solver"]["base_lr_typo"] = 1
     (tmp_path / "typo.yaml").write_text(yaml.safe_dump(raw))
@@ -405,7 +412,7 @@ def test_protocol_files_load_and_typos_fail(tmp_path):
 
 
 def test_protocol_gpus_are_the_reference_process_counts_and_bad_ones_are_named(tmp_path):
-    for name in ("det_voc0712", "det_coco"):
+    for name in ("det_voc0712", "det_voc0712_moco", "det_coco"):
         cfg, _ = load_detection_config(CONFIG_DIR / f"{name}.yaml")
         gpus, per_gpu = reference_gpus_and_batch(CONFIG_DIR / f"{name}.yaml")
         assert (cfg.gpus, cfg.solver.batch_size) == (gpus, gpus * per_gpu), name
@@ -421,7 +428,7 @@ def test_protocol_gpus_are_the_reference_process_counts_and_bad_ones_are_named(t
 
 
 def test_warmup_multistep_schedule_is_detectron2s():
-    schedule = load_detection_config(CONFIG_DIR / "det_voc0712.yaml")[0].solver.schedule()
+    schedule = load_detection_config(CONFIG_DIR / "det_voc0712_moco.yaml")[0].solver.schedule()
     assert schedule.lr(0.02, 0) == pytest.approx(0.02 * 0.001)
     assert schedule.lr(0.02, 50) == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))
     assert [schedule.lr(0.02, i) for i in (100, 17999, 18000, 21999, 22000, 23999)] == pytest.approx(
@@ -496,8 +503,22 @@ def test_train_iterations_resume_reproduces_the_run(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+def _moco_coco(tmp_path: Path) -> Path:
+    """MoCo's coco_R_50_FPN_1x_moco.yaml as a protocol file: det_coco.yaml with detectron2's FPN
+    heads and 1x schedule (2 FC box head without norms, 90k iterations, steps 60k/80k)."""
+    raw = yaml.safe_load((CONFIG_DIR / "det_coco.yaml").read_text())
+    for key in ("box_head", "box_conv_dim", "head_norm", "box_loss"):
+        del raw["model"][key]
+    del raw["solver"]["max_epochs"]
+    raw["solver"].update(max_iter=90000, steps=[60000, 80000], warmup_iters=1000, weight_decay_norm=0.0)
+    raw["test"]["precise_bn_iters"] = 200
+    path = tmp_path / "coco_R_50_FPN_1x_moco.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
 def test_detectron2_config_has_the_moco_values(tmp_path):
-    cfg, _ = load_detection_config(CONFIG_DIR / "det_voc0712.yaml")
+    cfg, _ = load_detection_config(CONFIG_DIR / "det_voc0712_moco.yaml")
     config = detectron2_config(cfg, 50, tmp_path / "backbone.pkl", tmp_path / "out", seed=3)
     write_detectron2_config(config, tmp_path / "voc.yaml")
     d2 = yaml.safe_load((tmp_path / "voc.yaml").read_text())
@@ -524,7 +545,7 @@ def test_detectron2_config_has_the_moco_values(tmp_path):
         and d2["SEED"] == 3
     )
 
-    coco_cfg, _ = load_detection_config(CONFIG_DIR / "det_coco.yaml")
+    coco_cfg, _ = load_detection_config(_moco_coco(tmp_path))
     coco = detectron2_config(coco_cfg, 50, "w.pkl", "out")
     assert coco["MODEL"]["MASK_ON"] is True and coco["MODEL"]["FPN"]["NORM"] == "SyncBN"
     assert coco["MODEL"]["RESNETS"]["NORM"] == "SyncBN" and coco["MODEL"]["BACKBONE"]["FREEZE_AT"] == 0
@@ -655,12 +676,17 @@ def test_voc_benchmark_end_to_end_and_rerun(tmp_path, r18):
         )
 
 
-def test_coco_benchmark_end_to_end(tmp_path, r18):
+@pytest.mark.parametrize("protocol", ["det_coco_mini", "det_coco_c4_moco_mini"])
+def test_coco_benchmark_end_to_end(tmp_path, r18, protocol):
     data, _ = _coco_gt(tmp_path)
-    raw = yaml.safe_load((CONFIG_DIR / "det_coco_mini.yaml").read_text())
-    raw["model"].update(fpn_channels=32, box_fc_dim=64, mask_head_channels=16, roi_batch_size_per_image=8)
+    raw = yaml.safe_load((CONFIG_DIR / f"{protocol}.yaml").read_text())
+    raw["model"].update(mask_head_channels=16, roi_batch_size_per_image=8)
+    if raw["model"]["arch"] == "mask_rcnn_fpn":
+        raw["model"].update(fpn_channels=32, box_fc_dim=64, box_conv_dim=16)
     raw["input"].update(min_size_train=[40], min_size_test=40, max_size_train=60, max_size_test=60)
-    raw["solver"].update(batch_size=2, max_iter=1, steps=[1], warmup_iters=1)
+    # one epoch (solver.max_epochs): as many iterations as batches of 2 in the training set
+    del raw["solver"]["max_iter"]
+    raw["solver"].update(batch_size=2, max_epochs=1, steps=[1], warmup_iters=1)
     raw.update(workers=0, test={"precise_bn_iters": 0, "batch_size": 2})
     config = tmp_path / "coco.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -680,7 +706,9 @@ def test_coco_benchmark_end_to_end(tmp_path, r18):
     )
     columns = {"mAP(Box)", "AP50(Box)", "AP75(Box)", "mAP(Mask)", "AP50(Mask)", "AP75(Mask)"}
     assert metrics is not None and set(metrics) == columns | {"meta"}
-    assert json.loads(out.read_text())["meta"]["num_classes"] == 2
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["num_classes"] == 2 and meta["num_train"] >= 2
+    assert meta["max_iter"] == meta["iterations"] == -(-meta["num_train"] // 2)
 
 
 def test_rank0_wait_ends_when_the_file_holds_the_text_and_fails_clearly_after_its_timeout(tmp_path):

@@ -82,7 +82,7 @@ def test_repository_protocol_files_are_valid() -> None:
         # the file's own values are kept as written; the defaults are only added
         assert all(filled[key] == value for key, value in raw.items() if not isinstance(value, dict)), path
         checked += 1
-    assert checked == 34
+    assert checked == 38
 
 
 def test_minimal_knn_svm_lowshot_files_get_the_schema_defaults(tmp_path: Path) -> None:

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sslzoo.benchmarks.registry import BENCHMARKS
+from sslzoo.benchmarks.registry import BENCHMARKS, of_kind
 from tests.workflow.conftest import make_placeholders, placeholder_datasets, snakemake
+
+
+def rows_of(benchmark: str, model_cfgs: dict[str, dict], n_models: int) -> list[str]:
+    """The rows a benchmark runs for: every model (``n_models`` with the baseline) for a common
+    protocol; for a paper's own protocol the models that list it under ``extra_benchmarks``."""
+    if BENCHMARKS[benchmark].every_model:
+        return [f"model {k}" for k in range(n_models)]
+    return [name for name, model_cfg in model_cfgs.items() if benchmark in model_cfg.get("extra_benchmarks", [])]
 
 
 def planned_jobs(stdout: str) -> Counter:
@@ -69,7 +77,8 @@ def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
     assert jobs["knn"] == n_models
     assert jobs["svm"] == ("svm_voc07" in benchmarks) * n_models
     assert jobs["lowshot"] == ("lowshot_voc07" in benchmarks) * n_models
-    assert jobs["detection"] == len([name for name in benchmarks if name.startswith("det_")]) * n_models
+    detection = [name for name in benchmarks if name.startswith("det_")]
+    assert jobs["detection"] == sum(len(rows_of(name, model_cfgs, n_models)) for name in detection)
     assert jobs["segmentation"] == len([name for name in benchmarks if name.startswith("seg_")]) * n_models
     # a paper's own protocol runs for the models that list it under extra_benchmarks only
     own = sum(
@@ -99,25 +108,53 @@ def test_external_checkpoint_is_a_row_of_every_benchmark(workdir: Path) -> None:
     cfg["external"] = {"my-ckpt": "ckpt/mine.pth"}
     jobs = _dry_run_with(workdir, cfg)
     assert jobs["import_external"] == 1 and jobs["pretrain"] == baseline["pretrain"]
-    per_model = ("knn", "svm", "lowshot", "linear", "semi_select", "detection", "segmentation")
-    n_models = len(cfg["models"]) + 1
-    for rule in per_model:
-        own = (
-            len([name for name in cfg["benchmarks"] if not BENCHMARKS[name].every_model])
-            if rule == "linear"
-            else 0
-        )
-        assert jobs[rule] - own == (baseline[rule] - own) // n_models * (n_models + 1), rule
+    rules = {
+        "knn": "knn",
+        "svm": "svm",
+        "lowshot": "lowshot",
+        "linear": "linear",
+        "semi_select": "semi",
+        "segmentation": "seg",
+        "detection": "det",
+    }
+    for rule, kind in rules.items():
+        # one more job per benchmark of the rule's kind, a paper's own protocol aside (it gets
+        # no row for the checkpoint)
+        common = [name for name in of_kind(list(cfg["benchmarks"]), kind) if BENCHMARKS[name].every_model]
+        assert jobs[rule] == baseline[rule] + len(common), rule
     result = snakemake(
         workdir, "-n", "--configfile", "config/changed.yaml", "--cores", "1", "-p", "model_zoo_table"
     )
     command = next(line for line in result.stdout.splitlines() if "sslzoo tables" in line)
-    for benchmark in cfg["benchmarks"]:  # a paper's own protocol is no row of a checkpoint
-        row = f"results/benchmarks/{benchmark}/my-ckpt/metrics.json" in command
-        assert row == BENCHMARKS[benchmark].every_model, benchmark
+    for benchmark in cfg["benchmarks"]:
+        row = f"results/benchmarks/{benchmark}/my-ckpt/metrics.json"
+        assert (row in command) == BENCHMARKS[benchmark].every_model, benchmark
     # the pretraining run records of the pretrained rows feed the footnotes; a checkpoint has none
     runs = command.split(" --runs ")[1].split(" --")[0].split()
     assert runs == [f"results/pretrain/{model}/run.json" for model in cfg["models"]]
+
+
+def test_mocos_detection_protocols_are_planned_only_for_the_triplet_models(workdir: Path) -> None:
+    cfg = placeholder_datasets(workdir)
+    result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    triplet = {name for name in cfg["models"] if name.startswith("triplet_")}
+    for moco in ("det_voc0712_moco", "det_coco_c4_moco"):
+        assert moco in cfg["benchmarks"] and not BENCHMARKS[moco].every_model
+        rows = set(re.findall(rf"results/benchmarks/{moco}/([^/\s]+)/metrics\.json", result.stdout))
+        assert triplet and rows == triplet, moco  # no other model, no random baseline
+    voc = set(re.findall(r"results/benchmarks/det_voc0712/([^/\s]+)/metrics\.json", result.stdout))
+    assert voc == {*cfg["models"], "random"}  # the model zoo's protocol: every row
+    # Triplet's reported VOC numbers sit under the protocol that produced them
+    for name in triplet:
+        model_cfg = yaml.safe_load((workdir / "config" / "models" / f"{name}.yaml").read_text())
+        assert "det_voc0712" not in model_cfg.get("reported", {}) and "det_coco" not in model_cfg.get("reported", {})
+    mini = yaml.safe_load((workdir / "config" / "mini.yaml").read_text())
+    mini_cfgs = {
+        name: yaml.safe_load((workdir / "config" / "models" / f"{name}.yaml").read_text()) for name in mini["models"]
+    }
+    for moco in ("det_voc0712_moco", "det_coco_c4_moco"):
+        assert rows_of(moco, mini_cfgs, 0) == [n for n in mini["models"] if n.startswith("triplet_")]
 
 
 def test_a_table_or_page_file_plans_only_what_it_needs(workdir: Path) -> None:

@@ -377,7 +377,7 @@ def semi_runs(wildcards):
 def detection_data(wildcards):
     """Params function: the dataset arguments of the detection step (folders from `datasets:`)."""
     data = config["datasets"]
-    if wildcards.det == "det_voc0712":
+    if BENCHMARKS[wildcards.det].datasets == ("voc07", "voc12"):
         return f"--voc07 {data['voc07']['devkit']} --voc12 {data['voc12']['devkit']}"
     coco = data["coco"]
     return (

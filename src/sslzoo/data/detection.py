@@ -13,8 +13,9 @@ Conventions follow detectron2 (``detectron2/data/datasets/pascal_voc.py``, ``coc
 
 - VOC ``<bndbox>`` values are 1-based inclusive pixel indices; a box ``xmin=1 .. xmax=W``
   covers the whole image, i.e. ``[0, W]`` in coordinates: ``x0 = xmin - 1``, ``y0 = ymin - 1``,
-  ``x1 = xmax``, ``y1 = ymax``. Difficult objects are kept for training (detectron2 does) and
-  flagged for the evaluation, which ignores them.
+  ``x1 = xmax``, ``y1 = ymax``. Difficult objects are kept for training (detectron2 does) unless
+  ``ignore_difficult`` (MMDetection leaves them out), and flagged for the evaluation, which
+  ignores them.
 - COCO ``bbox`` is ``[x, y, w, h]`` -> ``[x, y, x + w, y + h]``; category ids map to contiguous
   labels in sorted id order. For training, crowd annotations and empty boxes are dropped and
   images left without annotations are skipped (``DATALOADER.FILTER_EMPTY_ANNOTATIONS``).
@@ -31,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,12 +159,20 @@ class VocDetection(Dataset):
         sources: ``(VOC{year} directory, ImageSets/Main split name)`` pairs.
         train: flip with probability ``flip_prob`` (needs ``dataset[(index, seed)]``).
         flip_prob: probability of a horizontal flip in training.
+        ignore_difficult: leave out the objects marked difficult, and the images left without
+            an object (MMDetection's ``VOCDataset``: difficult boxes are ignored instances, which
+            no assigner uses, and ``filter_empty_gt``); False keeps them (detectron2 trains on
+            them). For a training set; a test set keeps them to score them as difficult.
     """
 
     classes: tuple[str, ...] = VOC_CLASSES
 
     def __init__(
-        self, sources: list[tuple[str | os.PathLike[str], str]], train: bool = False, flip_prob: float = 0.5
+        self,
+        sources: list[tuple[str | os.PathLike[str], str]],
+        train: bool = False,
+        flip_prob: float = 0.5,
+        ignore_difficult: bool = False,
     ) -> None:
         self.train, self.flip_prob = train, flip_prob
         self.images: list[Path] = []
@@ -171,7 +180,13 @@ class VocDetection(Dataset):
         for directory, split in sources:
             directory = Path(directory)
             for image_id in read_image_set(directory / "ImageSets" / "Main" / f"{split}.txt"):
-                self.annotations.append(parse_voc_xml(directory / "Annotations" / f"{image_id}.xml"))
+                annotation = parse_voc_xml(directory / "Annotations" / f"{image_id}.xml")
+                if ignore_difficult:
+                    kept = [o for o in annotation.objects if not o.difficult]
+                    if not kept:
+                        continue
+                    annotation = replace(annotation, objects=tuple(kept))
+                self.annotations.append(annotation)
                 self.images.append(directory / "JPEGImages" / f"{image_id}.jpg")
         if not self.images:
             raise SslzooError(f"{[str(s[0]) + ':' + s[1] for s in sources]}: no images listed")

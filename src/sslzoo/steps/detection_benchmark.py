@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--benchmark",
         required=True,
-        help="the benchmark, recorded in meta: one of sslzoo/benchmarks/registry.py (det_voc0712, det_coco)",
+        help="the benchmark, recorded in meta: one of sslzoo/benchmarks/registry.py (det_voc0712, det_voc0712_moco, det_coco)",
     )
     parser.add_argument(
         "--model", required=True, help="the model, recorded in meta (config/models/{model}.yaml)"

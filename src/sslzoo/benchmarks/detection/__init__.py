@@ -1,7 +1,9 @@
-"""Object detection benchmarks: VOC07+12 Faster R-CNN R50-C4 and COCO Mask R-CNN R50-FPN 1x.
+"""Object detection benchmarks: VOC07+12 Faster R-CNN R50-C4, COCO Mask R-CNN R50-FPN 1x and R50-C4 2x.
 
-The MoCo detection protocol (PROTOCOLS.md "Detection") that MMSelfSup's model zoo reports:
-the whole pretrained ResNet is fine-tuned inside a detector and the test-set AP is the metric.
+The whole pretrained ResNet is fine-tuned inside a detector and the test-set AP is the metric.
+The protocols (PROTOCOLS.md "Detection as the model zoo ran it", "Detection (MoCo protocol,
+detectron2)"): MMSelfSup's MMDetection configs, which its model zoo reports (``det_voc0712``,
+``det_coco``), and MoCo's detectron2 configs, which Triplet reports (``det_voc0712_moco``, ``det_coco_c4_moco``).
 Two engines read the same protocol file (``config/benchmarks/det_*.yaml``):
 
 - ``torchvision`` (default, runs everywhere, CPU included): the detectors of
@@ -11,8 +13,8 @@ Two engines read the same protocol file (``config/benchmarks/det_*.yaml``):
 
 :func:`detection_benchmark` is the ``detection`` step: it writes
 ``results/benchmarks/{benchmark}/{model}/metrics.json`` with the table's columns (in %):
-``AP50``, ``AP``, ``AP75`` for ``det_voc0712``; ``mAP(Box)``, ``AP50(Box)``, ``AP75(Box)``,
-``mAP(Mask)``, ``AP50(Mask)``, ``AP75(Mask)`` for ``det_coco``; and ``meta`` (with the run
+``AP50``, ``AP``, ``AP75`` for VOC; ``mAP(Box)``, ``AP50(Box)``, ``AP75(Box)``,
+``mAP(Mask)``, ``AP50(Mask)``, ``AP75(Mask)`` for COCO; and ``meta`` (with the run
 record ``meta.run``, :mod:`sslzoo.run_record`).
 """
 
@@ -124,11 +126,11 @@ def detection_benchmark(
         "backbone": str(backbone_path),
         "datasets": {k: str(v) for k, v in paths.items() if v is not None},
         "seed": seed,
-        "max_iter": cfg.solver.max_iter,
     }
 
     if cfg.engine == "detectron2":
         require_detectron2(config_path)
+        meta["max_iter"] = cfg.solver.max_iter
         metrics = run_detectron2_benchmark(cfg, config_path, backbone_path, work_dir, paths, seed)
         if metrics is None:
             return None
@@ -146,11 +148,16 @@ def detection_benchmark(
     state_dict = load_backbone(backbone_path)
     flip = cfg.input.flip_prob
     if cfg.dataset == "voc0712":
-        train_set: Any = VocDetection([(voc07, "trainval"), (voc12, "trainval")], train=True, flip_prob=flip)  # type: ignore[list-item]
+        train_set: Any = VocDetection(
+            [(voc07, "trainval"), (voc12, "trainval")],  # type: ignore[list-item]
+            train=True,
+            flip_prob=flip,
+            ignore_difficult=cfg.input.ignore_difficult,
+        )
         test_set: Any = VocDetection([(voc07, "test")])  # type: ignore[list-item]
         num_classes = len(test_set.classes)
     else:
-        with_masks = cfg.model.arch == "mask_rcnn_fpn"
+        with_masks = cfg.model.arch.startswith("mask_rcnn")
         train_set = CocoDetection(
             coco_images_train, coco_ann_train, train=True, with_masks=with_masks, flip_prob=flip
         )  # type: ignore[arg-type]
@@ -162,7 +169,8 @@ def detection_benchmark(
     torch.manual_seed(seed)
     model = build_detector(num_classes, cfg.model, cfg.input, state_dict).to(ctx.device)
     model = convert_sync_batchnorm(model, cfg.model.norm, ctx.distributed, ctx.device)
-    sol = cfg.solver
+    sol = cfg.solver.in_iterations(len(train_set))  # max_epochs -> iterations
+    meta["max_iter"] = sol.max_iter
     optimizer = torch.optim.SGD(
         norm_param_groups(model, sol.base_lr, sol.weight_decay, sol.weight_decay_norm),
         lr=sol.base_lr,
@@ -213,7 +221,7 @@ def detection_benchmark(
         extra = {"per_class_AP50": scores["per_class_AP50"], "AP_per_threshold": scores["AP_per_threshold"]}
     else:
         results = coco_results(predictions, test_set.image_ids, test_set.category_ids)
-        iou_types = ("bbox", "segm") if cfg.model.arch == "mask_rcnn_fpn" else ("bbox",)
+        iou_types = ("bbox", "segm") if cfg.model.arch.startswith("mask_rcnn") else ("bbox",)
         metrics = coco_metrics(test_set.coco, results, iou_types, test_set.image_ids)
         extra = {"detections": len(results)}
     result = {

@@ -24,6 +24,12 @@ moves the old ``work_dir/detectron2`` aside to ``superseded-<time>/`` instead of
 
 detectron2's Res5ROIHeads builds bottleneck blocks, so the C4 model needs ResNet-50 or deeper;
 the FPN model takes any depth (``RES2_OUT_CHANNELS: 64`` for 18/34).
+
+Of MMDetection's options (MMSelfSup's ``configs/benchmarks/mmdetection/`` protocols) detectron2
+expresses the 4conv1fc box head (``ROI_BOX_HEAD.NUM_CONV 4, NUM_FC 1, CONV_DIM, NORM``), the
+head norms (``ROI_BOX_HEAD.NORM``, ``ROI_MASK_HEAD.NORM``) and the L1 box loss (its default,
+``SMOOTH_L1_BETA 0``, which it uses whatever ``box_loss`` says); ``input.ignore_difficult`` and
+``solver.max_epochs`` it does not, and such a file is refused with a message naming the key.
 """
 
 from __future__ import annotations
@@ -91,7 +97,17 @@ def detectron2_config(
         num_classes: object classes (default 20 for VOC, 80 for COCO).
     """
     m, inp, sol = cfg.model, cfg.input, cfg.solver
-    c4 = m.arch == "faster_rcnn_c4"
+    c4 = m.arch in ("faster_rcnn_c4", "mask_rcnn_c4")
+    if inp.ignore_difficult:
+        raise SslzooError(
+            "engine detectron2: input.ignore_difficult is MMDetection's; detectron2 trains on the difficult "
+            "boxes. Use engine: torchvision, or remove input.ignore_difficult from the protocol file"
+        )
+    if sol.max_iter is None:
+        raise SslzooError(
+            "engine detectron2: solver.max_epochs is MMDetection's; give solver.max_iter (and steps in "
+            "iterations) in the protocol file, or use engine: torchvision"
+        )
     if c4 and depth < 50:
         raise SslzooError(
             f"engine detectron2: the R-C4 model needs a ResNet-50 or deeper backbone (detectron2's Res5ROIHeads "
@@ -102,7 +118,7 @@ def detectron2_config(
     model: dict[str, Any] = {
         "META_ARCHITECTURE": "GeneralizedRCNN",
         "WEIGHTS": str(weights),
-        "MASK_ON": not c4,
+        "MASK_ON": m.arch.startswith("mask_rcnn"),
         "PIXEL_MEAN": list(inp.pixel_mean),
         "PIXEL_STD": list(inp.pixel_std),
         "BACKBONE": {"NAME": "build_resnet_backbone" if c4 else "build_resnet_fpn_backbone", "FREEZE_AT": 0},
@@ -141,6 +157,12 @@ def detectron2_config(
             "POOLER_TYPE": "ROIAlignV2",
             "POOLER_SAMPLING_RATIO": 0,
         }
+        if model["MASK_ON"]:  # Res5ROIHeads' mask head on the res5 features: a deconv, no convs
+            model["ROI_MASK_HEAD"] = {
+                "NAME": "MaskRCNNConvUpsampleHead",
+                "NUM_CONV": 0,
+                "CONV_DIM": m.mask_head_channels,
+            }
     else:
         model["FPN"] = {
             "IN_FEATURES": ["res2", "res3", "res4", "res5"],
@@ -153,10 +175,15 @@ def detectron2_config(
         }
         model["RPN"]["IN_FEATURES"] = ["p2", "p3", "p4", "p5", "p6"]
         model["ROI_HEADS"].update(NAME="StandardROIHeads", IN_FEATURES=["p2", "p3", "p4", "p5"])
+        head_norm = m.norm if m.head_norm else ""
+        four_conv = m.box_head == "4conv1fc"
         model["ROI_BOX_HEAD"] = {
             "NAME": "FastRCNNConvFCHead",
-            "NUM_FC": 2,
+            "NUM_CONV": 4 if four_conv else 0,
+            "CONV_DIM": m.box_conv_dim,
+            "NUM_FC": 1 if four_conv else 2,
             "FC_DIM": m.box_fc_dim,
+            "NORM": head_norm if four_conv else "",
             "POOLER_RESOLUTION": m.box_pooler_resolution,
             "POOLER_TYPE": "ROIAlignV2",
             "POOLER_SAMPLING_RATIO": 0,
@@ -165,6 +192,7 @@ def detectron2_config(
             "NAME": "MaskRCNNConvUpsampleHead",
             "NUM_CONV": 4,
             "CONV_DIM": m.mask_head_channels,
+            "NORM": head_norm,
             "POOLER_RESOLUTION": m.mask_pooler_resolution,
             "POOLER_TYPE": "ROIAlignV2",
             "POOLER_SAMPLING_RATIO": 0,

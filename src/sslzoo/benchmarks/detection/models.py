@@ -1,8 +1,9 @@
-"""The detectors of the MoCo detection protocol, from torchvision building blocks.
+"""The detectors of the detection protocols, from torchvision building blocks.
 
-Two models (PROTOCOLS.md "Detection"; facebookresearch/moco ``detection/configs`` and
-``train_net.py``, detectron2 ``configs/Base-RCNN-C4.yaml`` / ``Base-RCNN-FPN.yaml`` and
-``modeling/roi_heads/roi_heads.py``):
+Three models (PROTOCOLS.md "Detection as the model zoo ran it" and "Detection (MoCo protocol,
+detectron2)"; facebookresearch/moco ``detection/configs`` and ``train_net.py``, detectron2
+``configs/Base-RCNN-C4.yaml`` / ``Base-RCNN-FPN.yaml`` and ``modeling/roi_heads/roi_heads.py``;
+MMSelfSup ``configs/benchmarks/mmdetection/``):
 
 - **Faster R-CNN R50-C4** (:func:`build_faster_rcnn_c4`): the ResNet up to res4 (``layer3``,
   stride 16) is the backbone; the RPN (one 3x3 conv, anchors 32..512 x ratios 0.5/1/2) runs on
@@ -10,10 +11,15 @@ Two models (PROTOCOLS.md "Detection"; facebookresearch/moco ``detection/configs`
   adaptive) from res4 and fed through res5 (``layer4``, first block stride 2: 14 -> 7), the
   *extra BatchNorm after res5* of MoCo's ``Res5ROIHeadsExtraNorm``, and a global average pool;
   a linear classifier (C + 1 classes) and class-specific box regressor (4C) follow.
+- **Mask R-CNN R50-C4** (:func:`build_mask_rcnn_c4`): that detector with detectron2's C4 mask
+  branch: positive RoIs pooled from res4, res5 and the extra norm (shared with the box head),
+  a 2x2 deconv (256) and a 1x1 conv per class: 14x14 mask logits.
 - **Mask R-CNN R50-FPN** (:func:`build_mask_rcnn_fpn`): FPN P2..P6 (256 channels, P6 = max-pool
   of P5) with norm layers in the FPN convs (MoCo's ``FPN.NORM: SyncBN``); RPN on P2..P6 (anchor
-  32..512, one size per level); box head: ROIAlignV2 7x7 -> 2 FC (1024) -> predictor; mask head:
-  ROIAlignV2 14x14 -> 4 conv (256) -> deconv -> 1x1 per class.
+  32..512, one size per level); box head: ROIAlignV2 7x7 -> 2 FC (1024) -> predictor
+  (``box_head: 2fc``), or MMDetection's ``Shared4Conv1FCBBoxHead`` (``box_head: 4conv1fc``,
+  :func:`conv_fc_box_head`: 4 convs 3x3 (256) with a norm each -> 1 FC (1024)); mask head:
+  ROIAlignV2 14x14 -> 4 conv (256, with a norm each when ``head_norm``) -> deconv -> 1x1 per class.
 
 Everything trains (``FREEZE_AT: 0``); every BatchNorm, the backbone's included, runs in training
 mode; :func:`convert_sync_batchnorm` turns them into SyncBN when the run is distributed on GPUs
@@ -26,8 +32,8 @@ Where torchvision's defaults differ from detectron2 these models take detectron2
 RoIAlign ``aligned=True`` (torchvision's ``MultiScaleRoIAlign`` uses ``aligned=False``), the
 level of an RoI ``floor(4 + log2(sqrt(area) / 224))`` clamped to P2..P5, the predictor init
 (normal std 0.01 for scores, 0.001 for boxes and mask logits), FC init ``kaiming_uniform(a=1)``.
-Kept from torchvision: smooth-L1 box losses (beta 1/9) where detectron2 uses L1 (beta 0), and
-anchor rounding.
+Kept from torchvision: anchor rounding, and by default its smooth-L1 box losses (beta 1/9) where
+detectron2 and MMDetection use L1 (``box_loss: l1``, :mod:`.losses`).
 """
 
 from __future__ import annotations
@@ -42,20 +48,22 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from sslzoo.benchmarks.detection.losses import set_box_loss
 from sslzoo.benchmarks.protocol_files import schema_default
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import ResNetBackbone, depth_from_state_dict
 
 StateDict = dict[str, torch.Tensor]
 
-ARCHITECTURES = ("faster_rcnn_c4", "mask_rcnn_fpn")
+ARCHITECTURES = ("faster_rcnn_c4", "mask_rcnn_c4", "mask_rcnn_fpn")
+BOX_HEADS = ("2fc", "4conv1fc")
 NORMS = ("BN", "SyncBN", "naiveSyncBN")
 
 
@@ -65,12 +73,16 @@ class ModelConfig:
     defaults are those of ``sslzoo/schemas/detection.schema.yaml``).
 
     Attributes:
-        arch: ``faster_rcnn_c4`` or ``mask_rcnn_fpn``.
+        arch: ``faster_rcnn_c4``, ``mask_rcnn_c4`` or ``mask_rcnn_fpn``.
         norm: ``SyncBN`` / ``naiveSyncBN`` (SyncBatchNorm when distributed on GPUs) or ``BN``
             [RESNETS.NORM, FPN.NORM].
         extra_norm: the BN after res5 of the C4 box head (MoCo's Res5ROIHeadsExtraNorm).
         pooler_resolution: C4 box RoIAlign output [ROI_BOX_HEAD.POOLER_RESOLUTION, 14].
         box_pooler_resolution, mask_pooler_resolution: FPN heads (7, 14).
+        box_head: the FPN box head, ``2fc`` or ``4conv1fc`` (MMDetection Shared4Conv1FCBBoxHead).
+        box_conv_dim: channels of the 4conv1fc head's convs [ROI_BOX_HEAD.CONV_DIM, 256].
+        head_norm: a norm after each conv of the 4conv1fc box head and of the mask head.
+        box_loss: ``smooth_l1`` (torchvision's, beta 1/9) or ``l1`` (MMDetection, detectron2).
         anchor_sizes: [ANCHOR_GENERATOR.SIZES] (one per FPN level for FPN).
         aspect_ratios: [ANCHOR_GENERATOR.ASPECT_RATIOS].
         rpn_pre_nms_topk_train/test, rpn_post_nms_topk_train/test: [RPN.*_NMS_TOPK_*]
@@ -90,6 +102,10 @@ class ModelConfig:
     pooler_resolution: int = schema_default("det", "model", "pooler_resolution")
     box_pooler_resolution: int = schema_default("det", "model", "box_pooler_resolution")
     mask_pooler_resolution: int = schema_default("det", "model", "mask_pooler_resolution")
+    box_head: str = schema_default("det", "model", "box_head")
+    box_conv_dim: int = schema_default("det", "model", "box_conv_dim")
+    head_norm: bool = schema_default("det", "model", "head_norm")
+    box_loss: str = schema_default("det", "model", "box_loss")
     anchor_sizes: tuple[int, ...] = schema_default("det", "model", "anchor_sizes")
     aspect_ratios: tuple[float, ...] = schema_default("det", "model", "aspect_ratios")
     rpn_pre_nms_topk_train: int = schema_default("det", "model", "rpn_pre_nms_topk_train")
@@ -108,7 +124,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
-    """The ``input`` section: resizing and normalisation [INPUT.*, MODEL.PIXEL_MEAN/STD] (defaults: the schema's)."""
+    """The ``input`` section: resizing and normalisation [INPUT.*, MODEL.PIXEL_MEAN/STD], and
+    ``ignore_difficult`` (VOC training without the difficult boxes); defaults: the schema's."""
 
     min_size_train: tuple[int, ...] = schema_default("det", "input", "min_size_train")
     max_size_train: int = schema_default("det", "input", "max_size_train")
@@ -117,6 +134,7 @@ class InputConfig:
     pixel_mean: tuple[float, float, float] = schema_default("det", "input", "pixel_mean")
     pixel_std: tuple[float, float, float] = schema_default("det", "input", "pixel_std")
     flip_prob: float = schema_default("det", "input", "flip_prob")
+    ignore_difficult: bool = schema_default("det", "input", "ignore_difficult")
 
 
 class DetectionTransform(GeneralizedRCNNTransform):
@@ -238,8 +256,28 @@ class Res5BoxHead(nn.Module):
         self.norm: nn.Module = nn.BatchNorm2d(channels) if extra_norm else nn.Identity()
         self.out_channels = channels
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """res5 and the extra norm without the pooling: ``[N, C4, R, R] -> [N, C5, R/2, R/2]``."""
+        return self.norm(self.res5(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.res5(x)).mean(dim=(2, 3))
+        return self.features(x).mean(dim=(2, 3))
+
+
+class Res5MaskHead(nn.Module):
+    """The mask branch of detectron2's ``Res5ROIHeads``: the box head's res5 and extra norm (the
+    same modules, shared weights) on RoIs pooled from res4, unpooled:
+    ``[N, C4, R, R] -> [N, C5, R/2, R/2]``. detectron2 slices the foreground RoIs' res5 features
+    out of the box branch's batch; here res5 runs again on them (torchvision's RoIHeads pools the
+    mask RoIs itself), so in training the BatchNorms see the foreground RoIs as their own batch.
+    """
+
+    def __init__(self, box_head: Res5BoxHead) -> None:
+        super().__init__()
+        self.box_head = box_head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.box_head.features(x)
 
 
 def init_predictor(predictor: FastRCNNPredictor) -> FastRCNNPredictor:
@@ -249,6 +287,32 @@ def init_predictor(predictor: FastRCNNPredictor) -> FastRCNNPredictor:
     for layer in (predictor.cls_score, predictor.bbox_pred):
         nn.init.zeros_(layer.bias)
     return predictor
+
+
+def conv_fc_box_head(
+    channels: int, resolution: int, conv_dim: int, fc_dim: int, norm: bool, num_convs: int = 4
+) -> FastRCNNConvFCHead:
+    """MMDetection's ``Shared4Conv1FCBBoxHead`` before its predictor (``ConvFCBBoxHead`` with
+    ``num_shared_convs=4, num_shared_fcs=1``; detectron2 ``FastRCNNConvFCHead`` NUM_CONV 4, NUM_FC 1).
+
+    ``[N, channels, R, R] -> [N, fc_dim]``: ``num_convs`` x (3x3 conv of ``conv_dim``, padding 1,
+    no bias when ``norm``; BatchNorm when ``norm`` (SyncBN after :func:`convert_sync_batchnorm`);
+    ReLU), flatten (``conv_dim * R * R``), one FC of ``fc_dim`` + ReLU. Init as mmcv: convs
+    ``kaiming_normal(fan_out, relu)``, norms 1 / 0, FC ``xavier_uniform`` with zero bias. With
+    the protocol's 256 channels, 7x7 RoIs and FC 1024 it holds
+    ``4 * 256 * 256 * 9 + 4 * 2 * 256 + 256 * 49 * 1024 + 1024 = 15,207,424`` parameters.
+    """
+    head = FastRCNNConvFCHead(
+        (channels, resolution, resolution),
+        [conv_dim] * num_convs,
+        [fc_dim],
+        norm_layer=nn.BatchNorm2d if norm else None,
+    )
+    for module in head.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    return head
 
 
 def _resnet(depth: int, state_dict: StateDict | None) -> ResNetBackbone:
@@ -281,24 +345,62 @@ def build_faster_rcnn_c4(
         depth: ResNet depth (taken from ``state_dict`` when given).
         state_dict: torchvision backbone weights; res5 of the box head gets ``layer4.*``.
     """
+    body, parts = _c4_parts(num_classes, model_cfg, depth, state_dict)
+    model = FasterRCNN(body, **parts, **_detector_kwargs(model_cfg))
+    model.transform = DetectionTransform(input_cfg)
+    return set_box_loss(model, model_cfg.box_loss)
+
+
+def _c4_parts(
+    num_classes: int, model_cfg: ModelConfig, depth: int, state_dict: StateDict | None
+) -> tuple[ResNetC4Body, dict[str, nn.Module]]:
+    """The res4 body and the RPN and box-head arguments of a C4 detector."""
     if state_dict is not None:
         depth = depth_from_state_dict({k: v for k, v in state_dict.items() if not k.startswith("fc.")})
     resnet = _resnet(depth, state_dict)
     body = ResNetC4Body(resnet)
     anchors = AnchorGenerator((tuple(model_cfg.anchor_sizes),), (tuple(model_cfg.aspect_ratios),))
-    rpn_head = RPNHead(body.out_channels, anchors.num_anchors_per_location()[0])
     box_head = Res5BoxHead(resnet.layer4, resnet.stage_channels[4], model_cfg.extra_norm)
-    model = FasterRCNN(
+    return body, {
+        "rpn_anchor_generator": anchors,
+        "rpn_head": RPNHead(body.out_channels, anchors.num_anchors_per_location()[0]),
+        "box_roi_pool": AlignedRoIPooler(["res4"], model_cfg.pooler_resolution),
+        "box_head": box_head,
+        "box_predictor": init_predictor(FastRCNNPredictor(box_head.out_channels, num_classes + 1)),
+    }
+
+
+def build_mask_rcnn_c4(
+    num_classes: int,
+    model_cfg: ModelConfig,
+    input_cfg: InputConfig,
+    depth: int = 50,
+    state_dict: StateDict | None = None,
+) -> MaskRCNN:
+    """Mask R-CNN R50-C4 (detectron2 ``Res5ROIHeads`` with ``MASK_ON``; MoCo's
+    ``coco_R_50_C4_2x_moco.yaml``): the Faster R-CNN C4 of :func:`build_faster_rcnn_c4` plus a
+    mask branch that pools the positive RoIs from res4 like the box branch (``pooler_resolution``),
+    runs the box head's res5 and extra norm on them (:class:`Res5MaskHead`, shared weights;
+    ``[N, C5, R/2, R/2]``) and ``ROI_MASK_HEAD`` ``MaskRCNNConvUpsampleHead`` with ``NUM_CONV 0``:
+    a 2x2 stride-2 deconv to ``mask_head_channels`` + ReLU and a 1x1 conv per class,
+    ``[N, C + 1, R, R]`` mask logits (14x14 at the protocol's 14). Init as detectron2: deconv
+    ``kaiming_normal(fan_out)``, logits normal(0.001), biases 0.
+    """
+    body, parts = _c4_parts(num_classes, model_cfg, depth, state_dict)
+    box_head = parts["box_head"]
+    predictor = MaskRCNNPredictor(box_head.out_channels, model_cfg.mask_head_channels, num_classes + 1)
+    nn.init.normal_(predictor.mask_fcn_logits.weight, std=0.001)
+    nn.init.zeros_(predictor.mask_fcn_logits.bias)
+    model = MaskRCNN(
         body,
-        rpn_anchor_generator=anchors,
-        rpn_head=rpn_head,
-        box_roi_pool=AlignedRoIPooler(["res4"], model_cfg.pooler_resolution),
-        box_head=box_head,
-        box_predictor=init_predictor(FastRCNNPredictor(box_head.out_channels, num_classes + 1)),
+        **parts,
+        mask_roi_pool=AlignedRoIPooler(["res4"], model_cfg.pooler_resolution),
+        mask_head=Res5MaskHead(box_head),  # type: ignore[arg-type]
+        mask_predictor=predictor,
         **_detector_kwargs(model_cfg),
     )
     model.transform = DetectionTransform(input_cfg)
-    return model
+    return set_box_loss(model, model_cfg.box_loss)
 
 
 def build_mask_rcnn_fpn(
@@ -330,10 +432,18 @@ def build_mask_rcnn_fpn(
     anchors = AnchorGenerator(sizes, (tuple(model_cfg.aspect_ratios),) * len(sizes))
     channels = model_cfg.fpn_channels
     resolution = model_cfg.box_pooler_resolution
-    box_head = TwoMLPHead(channels * resolution**2, model_cfg.box_fc_dim)
-    for fc in (box_head.fc6, box_head.fc7):
-        nn.init.kaiming_uniform_(fc.weight, a=1)  # detectron2 c2_xavier_fill
-        nn.init.zeros_(fc.bias)
+    box_head: nn.Module
+    if model_cfg.box_head == "4conv1fc":
+        box_head = conv_fc_box_head(
+            channels, resolution, model_cfg.box_conv_dim, model_cfg.box_fc_dim, model_cfg.head_norm
+        )
+    elif model_cfg.box_head == "2fc":
+        box_head = TwoMLPHead(channels * resolution**2, model_cfg.box_fc_dim)
+        for fc in (box_head.fc6, box_head.fc7):
+            nn.init.kaiming_uniform_(fc.weight, a=1)  # detectron2 c2_xavier_fill
+            nn.init.zeros_(fc.bias)
+    else:
+        raise SslzooError(f"model.box_head must be one of {list(BOX_HEADS)}, got {model_cfg.box_head!r}")
     mask_channels = model_cfg.mask_head_channels
     mask_predictor = MaskRCNNPredictor(mask_channels, mask_channels, num_classes + 1)
     nn.init.normal_(mask_predictor.mask_fcn_logits.weight, std=0.001)
@@ -346,12 +456,14 @@ def build_mask_rcnn_fpn(
         box_head=box_head,
         box_predictor=init_predictor(FastRCNNPredictor(model_cfg.box_fc_dim, num_classes + 1)),
         mask_roi_pool=AlignedRoIPooler(levels, model_cfg.mask_pooler_resolution),
-        mask_head=MaskRCNNHeads(channels, [mask_channels] * 4, 1),
+        mask_head=MaskRCNNHeads(
+            channels, [mask_channels] * 4, 1, norm_layer=nn.BatchNorm2d if model_cfg.head_norm else None
+        ),
         mask_predictor=mask_predictor,
         **_detector_kwargs(model_cfg),
     )
     model.transform = DetectionTransform(input_cfg)
-    return model
+    return set_box_loss(model, model_cfg.box_loss)
 
 
 def _detector_kwargs(cfg: ModelConfig) -> dict[str, float | int]:
@@ -368,7 +480,11 @@ def _detector_kwargs(cfg: ModelConfig) -> dict[str, float | int]:
     )
 
 
-BUILDERS = {"faster_rcnn_c4": build_faster_rcnn_c4, "mask_rcnn_fpn": build_mask_rcnn_fpn}
+BUILDERS = {
+    "faster_rcnn_c4": build_faster_rcnn_c4,
+    "mask_rcnn_c4": build_mask_rcnn_c4,
+    "mask_rcnn_fpn": build_mask_rcnn_fpn,
+}
 
 
 def build_detector(

@@ -7,10 +7,20 @@ and defaults in ``sslzoo/schemas/detection.schema.yaml``): ``dataset`` (``voc071
 (:class:`~sslzoo.benchmarks.detection.models.InputConfig`), ``solver``
 (:class:`SolverConfig`), ``test`` (:class:`EvalConfig`), ``workers``.
 
-**Schedule** (detectron2 ``solver/lr_scheduler.py`` ``WarmupMultiStepLR``): at iteration i the lr
-is ``base_lr * warmup(i) * gamma ** #{s in steps : i >= s}`` with the linear warm-up
+**Schedule** (detectron2 ``solver/lr_scheduler.py`` ``WarmupMultiStepLR``; mmcv's ``step``
+policy with ``warmup='linear'`` is the same function): at iteration i the lr is
+``base_lr * warmup(i) * gamma ** #{s in steps : i >= s}`` with the linear warm-up
 ``warmup(i) = warmup_factor * (1 - i / W) + i / W`` for ``i < W = warmup_iters``. SGD with
-momentum; norm-layer parameters use ``weight_decay_norm`` (detectron2 ``WEIGHT_DECAY_NORM``, 0).
+momentum; norm-layer parameters use ``weight_decay_norm`` (detectron2 ``WEIGHT_DECAY_NORM``, 0;
+MMDetection decays them like the rest).
+
+**Epochs** (MMDetection's ``EpochBasedRunner``, protocol ``solver.max_epochs``): the one loop
+counts iterations, so a schedule in epochs is converted in one place,
+:meth:`SolverConfig.in_iterations`, once the training set is read: one epoch is
+``ceil(training images / batch_size)`` iterations (MMDetection's samplers keep the last,
+partial batch), ``max_iter = max_epochs x that`` and each step epoch ``e`` becomes iteration
+``e x that`` (mmcv steps the lr at the start of epoch ``e``). ``warmup_iters`` is in iterations
+either way (mmcv's warm-up counts iterations).
 
 **Loop** (:func:`train_iterations`), iteration-based like detectron2's ``SimpleTrainer`` and
 mmcv's ``IterBasedRunner``: ``batch_size`` is the total over the torchrun processes. The sample
@@ -32,10 +42,11 @@ batches (forward in training mode without gradients), instead of the momentum av
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -72,9 +83,11 @@ class SolverConfig:
         batch_size: images per iteration over all processes [IMS_PER_BATCH, 16].
         base_lr: [BASE_LR, 0.02]. momentum: [MOMENTUM, 0.9].
         weight_decay: [WEIGHT_DECAY, 1e-4]. weight_decay_norm: [WEIGHT_DECAY_NORM, 0].
-        max_iter: [MAX_ITER]. steps: [STEPS]. gamma: [GAMMA, 0.1].
+        max_iter: [MAX_ITER]; None when the file gives ``max_epochs``.
+        steps: [STEPS] in iterations, or epochs with ``max_epochs``. gamma: [GAMMA, 0.1].
         warmup_iters: [WARMUP_ITERS, 100]. warmup_factor: [WARMUP_FACTOR, 1/1000].
         checkpoint_period: iterations between resume checkpoints [CHECKPOINT_PERIOD].
+        max_epochs: MMDetection's ``max_epochs`` instead of ``max_iter`` (see :meth:`in_iterations`).
     """
 
     batch_size: int
@@ -82,15 +95,43 @@ class SolverConfig:
     momentum: float
     weight_decay: float
     weight_decay_norm: float
-    max_iter: int
     steps: tuple[int, ...]
     gamma: float
     warmup_iters: int
     warmup_factor: float
     checkpoint_period: int
+    max_iter: int | None = None
+    max_epochs: int | None = None
+
+    def iterations_per_epoch(self, num_train: int) -> int:
+        """Iterations of one pass over ``num_train`` images: ``ceil(num_train / batch_size)``."""
+        if num_train < 1:
+            raise SslzooError("solver.max_epochs: the training set is empty")
+        return math.ceil(num_train / self.batch_size)
+
+    def in_iterations(self, num_train: int) -> SolverConfig:
+        """This solver with ``max_iter`` and ``steps`` in iterations (the one place epochs are
+        converted; module docstring). Unchanged when it already counts iterations.
+
+        Args:
+            num_train: images of the training set as the loop reads it (after filtering).
+        """
+        if self.max_epochs is None:
+            return self
+        per_epoch = self.iterations_per_epoch(num_train)
+        return replace(
+            self,
+            max_iter=self.max_epochs * per_epoch,
+            steps=tuple(step * per_epoch for step in self.steps),
+            max_epochs=None,
+        )
 
     def schedule(self) -> LrSchedule:
         """The warm-up multi-step schedule as an :class:`LrSchedule` of one-iteration "epochs"."""
+        if self.max_iter is None:
+            raise SslzooError(
+                "solver.max_epochs: convert the schedule with SolverConfig.in_iterations(training images) first"
+            )
         return LrSchedule(
             name="step",
             epochs=self.max_iter,
@@ -137,6 +178,13 @@ def load_detection_config(path: str | os.PathLike[str]) -> tuple[DetectionConfig
     solver = build_dataclass(SolverConfig, cfg["solver"])
     if list(solver.steps) != sorted(solver.steps):
         raise SslzooError(f"{source}: solver.steps: must be increasing, got {list(solver.steps)}")
+    length = solver.max_iter if solver.max_iter is not None else solver.max_epochs
+    if solver.steps and solver.steps[-1] > length:
+        unit = "max_iter" if solver.max_iter is not None else "max_epochs"
+        raise SslzooError(
+            f"{source}: solver.steps: {list(solver.steps)} go past solver.{unit} {length}; steps are in the "
+            f"unit of {unit}"
+        )
     config = DetectionConfig(
         dataset=cfg["dataset"],
         engine=cfg["engine"],
