@@ -342,9 +342,11 @@ def test_reported_numbers_of_an_own_protocol_not_listed_stop_the_workflow(
 ) -> None:
     placeholder_datasets(workdir)
     path = workdir / "config" / "models" / f"{model}.yaml"
-    listed = f"extra_benchmarks: [{benchmark}]\n"
-    assert listed in path.read_text()
-    path.write_text(path.read_text().replace(listed, ""))
+    text = path.read_text()
+    listed = next(line for line in text.splitlines() if line.startswith("extra_benchmarks:"))
+    kept = [name for name in yaml.safe_load(listed)["extra_benchmarks"] if name != benchmark]
+    assert len(kept) == len(yaml.safe_load(listed)["extra_benchmarks"]) - 1
+    path.write_text(text.replace(listed, f"extra_benchmarks: {kept}"))
     result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
     assert result.returncode != 0
     out = " ".join((result.stdout + result.stderr).split())
