@@ -61,7 +61,7 @@ def test_defaults_are_filled(tmp_path: Path) -> None:
     )
     assert train["schedule"]["warmup_epochs"] == 0 and train["schedule"]["by_epoch"] is True
     assert train["optimizer"]["weight_decay"] == 0.0 and train["optimizer"]["exclude_bn_bias"] is False
-    assert cfg["backbone"]["sync_bn"] is False
+    assert cfg["backbone"]["sync_bn"] is False and cfg["backbone"]["conv_init"] == "fan_out"
     assert cfg["views"] == {} and cfg["method_args"] == {} and cfg["reported"] == {}
 
 
@@ -73,6 +73,7 @@ def test_defaults_are_filled(tmp_path: Path) -> None:
         ({"train__schedule__name": "poly"}, "train.schedule.name", "is not one of"),
         ({"train__batch_size": "sixteen"}, "train.batch_size", "is not of type 'integer'"),
         ({"backbone__depth": 42}, "backbone.depth", "is not one of"),
+        ({"backbone__conv_init": "fan_avg"}, "backbone.conv_init", "is not one of"),
         ({"train__epochs": None}, "train", "'epochs' is a required property"),
         ({"train__schedule": {"name": "step"}}, "train.schedule", "'steps' is a required property"),
         ({"train__optimizer__momentun": 0.9}, "train.optimizer", "'momentun' was unexpected"),
@@ -109,6 +110,28 @@ def test_every_model_config_validates(path: Path) -> None:
     assert cfg["train"]["epochs"] >= 1
     total = cfg["gpus"] * cfg["train"]["batch_size"] * cfg["train"]["accumulate"]
     assert total >= 1
+
+
+# Conv init of each method's reference ResNet, by the config file's name up to the first "_":
+# MMSelfSup 0.x builds the mmcls ResNet with init_cfg Kaiming (mmselfsup/models/backbones/resnet.py,
+# mmcv KaimingInit's default mode fan_out); ORL and Triplet use OpenSelfSup's ResNet, whose
+# init_weights calls kaiming_init(m, mode='fan_in', nonlinearity='relu')
+# (Jiahao000/ORL and wanggrun/triplet openselfsup/models/backbones/resnet.py).
+REFERENCE_CONV_INIT = {
+    "relative-loc": "fan_out",
+    "rotation-pred": "fan_out",
+    "byol": "fan_out",
+    "orl-stage1": "fan_in",
+    "orl": "fan_in",
+    "triplet": "fan_in",
+}
+
+
+@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=[p.stem for p in MODEL_CONFIGS])
+def test_conv_init_is_the_references(path: Path) -> None:
+    family = path.stem.split("_")[0]
+    assert family in REFERENCE_CONV_INIT, f"{path.name}: add its reference's conv init to REFERENCE_CONV_INIT"
+    assert load_model_config(path)["backbone"]["conv_init"] == REFERENCE_CONV_INIT[family]
 
 
 def test_model_configs_exist() -> None:

@@ -155,6 +155,18 @@ def load_model_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return cfg
 
 
+def model_schema_default(*keys: str) -> Any:
+    """The default the model schema states for the value at ``keys``, e.g. ``("backbone", "conv_init")``,
+    for the classes that code and tests also build without a loaded config.
+
+    ``KeyError`` when the schema states no default there (a bug of the caller, found at import).
+    """
+    node: dict[str, Any] = _schema(MODEL_SCHEMA)
+    for key in keys:
+        node = node["properties"][key]
+    return copy.deepcopy(node["default"])
+
+
 def section_with_defaults(
     given: Mapping[str, Any] | None, defaults: Mapping[str, Any], where: str
 ) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class BYOL(MomentumPair):
     Args:
         depth: ResNet depth.
         zero_init_residual: torchvision's option for the backbone.
+        conv_init: the backbone's conv init mode (``backbone.conv_init``).
         base_momentum: ``m0`` of the cosine momentum schedule.
         projector: :class:`~sslzoo.models.mlp.MLP` keyword arguments (``hidden``, ``out``,
             ``bias``, ``last_bias``, ``init``) for ``C -> hidden -> out``.

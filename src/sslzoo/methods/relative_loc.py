@@ -35,7 +35,7 @@ from torch import nn
 from sslzoo.config import section_with_defaults
 from sslzoo.data.transforms import PATCH_GRID as GRID  # patches per side
 from sslzoo.data.transforms import RelativeLocPatches
-from sslzoo.models.backbone import ResNetBackbone
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone
 
 CENTRE = GRID * GRID // 2  # grid index of the centre patch (4)
 NEIGHBOURS: tuple[int, ...] = tuple(i for i in range(GRID * GRID) if i != CENTRE)  # label -> grid index
@@ -74,6 +74,7 @@ class RelativeLoc(nn.Module):
     Args:
         depth: ResNet depth of the shared backbone.
         zero_init_residual: torchvision's option for the backbone.
+        conv_init: the backbone's conv init mode (``backbone.conv_init``, :class:`ResNetBackbone`).
         hidden: width of the neck fc (4096 in the reference).
         dropout: dropout probability after the neck (``nn.Dropout()``'s 0.5 in the reference).
         bn_momentum: momentum of the neck's BatchNorm1d (0.003 in the reference).
@@ -88,13 +89,14 @@ class RelativeLoc(nn.Module):
         self,
         depth: int = 50,
         zero_init_residual: bool = False,
+        conv_init: str = DEFAULT_CONV_INIT,
         hidden: int = 4096,
         dropout: float = 0.5,
         bn_momentum: float = 0.003,
         head_weight_decay: float = 5.0e-4,
     ) -> None:
         super().__init__()
-        self.backbone = ResNetBackbone(depth, zero_init_residual=zero_init_residual)
+        self.backbone = ResNetBackbone(depth, zero_init_residual=zero_init_residual, conv_init=conv_init)
         channels = self.backbone.out_channels
         self.neck = nn.Sequential(
             nn.Linear(2 * channels, hidden),
@@ -111,13 +113,14 @@ class RelativeLoc(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: dict) -> RelativeLoc:
-        """Build from a model config: ``backbone.depth``/``zero_init_residual`` and ``method_args``
+        """Build from a model config: ``backbone.depth``/``zero_init_residual``/``conv_init`` and ``method_args``
         keys ``hidden``, ``dropout``, ``bn_momentum``, ``head_weight_decay``."""
         args = section_with_defaults(cfg.get("method_args"), METHOD_KEYS, "method_args")
         backbone = cfg.get("backbone", {})
         return cls(
             depth=backbone.get("depth", 50),
             zero_init_residual=backbone.get("zero_init_residual", False),
+            conv_init=backbone.get("conv_init", DEFAULT_CONV_INIT),
             hidden=int(args["hidden"]),
             dropout=float(args["dropout"]),
             bn_momentum=float(args["bn_momentum"]),

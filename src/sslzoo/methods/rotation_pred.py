@@ -21,7 +21,7 @@ from torchvision import transforms
 
 from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.errors import SslzooError
-from sslzoo.models.backbone import ResNetBackbone
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone
 
 NUM_ROTATIONS = 4
 
@@ -46,11 +46,16 @@ class RotationPred(nn.Module):
     Args:
         depth: ResNet depth (``backbone.depth``).
         zero_init_residual: torchvision's option (``backbone.zero_init_residual``).
+        conv_init: the backbone's conv init mode (``backbone.conv_init``, :class:`ResNetBackbone`).
     """
 
-    def __init__(self, depth: int = 50, zero_init_residual: bool = False) -> None:
+    def __init__(
+        self, depth: int = 50, zero_init_residual: bool = False, conv_init: str = DEFAULT_CONV_INIT
+    ) -> None:
         super().__init__()
-        self.backbone = ResNetBackbone(depth=depth, zero_init_residual=zero_init_residual)
+        self.backbone = ResNetBackbone(
+            depth=depth, zero_init_residual=zero_init_residual, conv_init=conv_init
+        )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.backbone.out_channels, NUM_ROTATIONS)
         nn.init.normal_(self.fc.weight, std=0.01)
@@ -64,7 +69,11 @@ class RotationPred(nn.Module):
                 f"method_args: rotation_pred takes none, got {sorted(cfg['method_args'])}; remove them"
             )
         backbone = cfg["backbone"]
-        return cls(depth=backbone["depth"], zero_init_residual=backbone.get("zero_init_residual", False))
+        return cls(
+            depth=backbone["depth"],
+            zero_init_residual=backbone.get("zero_init_residual", False),
+            conv_init=backbone.get("conv_init", DEFAULT_CONV_INIT),
+        )
 
     @staticmethod
     def views(cfg: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:

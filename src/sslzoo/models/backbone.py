@@ -4,6 +4,13 @@ The five stages follow MMSelfSup's benchmark naming: ``feature1`` is the stem (c
 relu) *before* max-pool, ``feature2``..``feature5`` are ``layer1``..``layer4``. Parameter
 names are torchvision's, so ``state_dict()`` is a torchvision ResNet state dict without
 ``fc.*`` (see :mod:`sslzoo.checkpoints` for the strict-loading export).
+
+Init (He et al. 2015, "Delving Deep into Rectifiers"): every conv weight normal with std
+``sqrt(2 / fan)``, norm layers weight 1 and bias 0. ``fan`` is ``fan_out`` (output channels x
+kernel area) in torchvision and in the mmcls ResNet of MMSelfSup 0.x (Relative-Loc,
+Rotation-Pred, BYOL), ``fan_in`` (input channels x kernel area) in OpenSelfSup's
+``openselfsup/models/backbones/resnet.py`` that ORL (Jiahao000/ORL) and Triplet
+(wanggrun/triplet) build on; the model config's ``backbone.conv_init`` picks it.
 """
 
 from __future__ import annotations
@@ -11,7 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from sslzoo.config import model_schema_default
 
 # depth -> (block, blocks per stage), as torchvision.models.resnet{18,34,50,101,152}
 RESNET_LAYOUTS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
@@ -24,6 +34,27 @@ RESNET_LAYOUTS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]]
 
 STAGE_NAMES: tuple[str, ...] = ("feature1", "feature2", "feature3", "feature4", "feature5")
 
+# backbone.conv_init of a model config without one (sslzoo/schemas/model.schema.yaml)
+DEFAULT_CONV_INIT: str = model_schema_default("backbone", "conv_init")
+CONV_INIT_MODES: tuple[str, ...] = ("fan_out", "fan_in")
+
+
+def kaiming_init_convs(module: nn.Module, mode: str) -> None:
+    """He et al. 2015 normal init of every ``nn.Conv2d`` in ``module``, biases zero.
+
+    A conv weight ``[C_out, C_in / groups, kh, kw]`` gets std ``sqrt(2 / fan)`` with
+    ``fan = C_in / groups * kh * kw`` (``mode="fan_in"``) or ``C_out * kh * kw`` (``"fan_out"``),
+    as ``nn.init.kaiming_normal_(nonlinearity="relu")`` and mmcv 1.0's
+    ``kaiming_init(distribution='normal', bias=0)`` that OpenSelfSup's ResNet calls.
+    """
+    if mode not in CONV_INIT_MODES:
+        raise ValueError(f"conv init mode {mode!r} is not one of {list(CONV_INIT_MODES)}")
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode=mode, nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
 
 class ResNetBackbone(ResNet):
     """torchvision ResNet without ``fc`` that returns the requested stages.
@@ -33,6 +64,8 @@ class ResNetBackbone(ResNet):
         zero_init_residual: zero the last BN of each residual block (torchvision's option).
         replace_stride_with_dilation: torchvision's option, e.g. ``[False, True, True]`` for
             the dilated ResNet-D8 of FCN (strides 1,2,1,1 in layer1..4).
+        conv_init: ``"fan_out"`` (torchvision's init) or ``"fan_in"`` (OpenSelfSup's), see
+            :func:`kaiming_init_convs`; norm layers and ``zero_init_residual`` as torchvision.
     """
 
     def __init__(
@@ -40,9 +73,12 @@ class ResNetBackbone(ResNet):
         depth: int = 50,
         zero_init_residual: bool = False,
         replace_stride_with_dilation: list[bool] | None = None,
+        conv_init: str = DEFAULT_CONV_INIT,
     ) -> None:
         if depth not in RESNET_LAYOUTS:
             raise ValueError(f"ResNet depth {depth} is not one of {sorted(RESNET_LAYOUTS)}")
+        if conv_init not in CONV_INIT_MODES:
+            raise ValueError(f"backbone.conv_init {conv_init!r} is not one of {list(CONV_INIT_MODES)}")
         block, layers = RESNET_LAYOUTS[depth]
         super().__init__(
             block,
@@ -51,7 +87,12 @@ class ResNetBackbone(ResNet):
             replace_stride_with_dilation=replace_stride_with_dilation,
         )
         del self.fc
+        # torchvision's __init__ drew fan_out weights; draw again only for another mode, so a
+        # fan_out backbone keeps torchvision's weights and random stream exactly
+        if conv_init != "fan_out":
+            kaiming_init_convs(self, conv_init)
         self.depth = depth
+        self.conv_init = conv_init
         self.stage_channels: tuple[int, ...] = (64,) + tuple(64 * 2**i * block.expansion for i in range(4))
         self.out_channels: int = self.stage_channels[-1]
 

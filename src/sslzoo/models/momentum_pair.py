@@ -32,7 +32,7 @@ from torch import nn
 from sslzoo.config import section_with_defaults
 from sslzoo.errors import SslzooError
 from sslzoo.losses import negative_cosine
-from sslzoo.models.backbone import ResNetBackbone
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone
 from sslzoo.models.mlp import MLP, MLP_KEYS
 from sslzoo.runtime.schedules import cosine_momentum
 
@@ -46,6 +46,8 @@ class MomentumPair(nn.Module):
     Args:
         depth: ResNet depth.
         zero_init_residual: torchvision's option for the backbone.
+        conv_init: the backbone's conv init mode (``backbone.conv_init``, :class:`ResNetBackbone`);
+            the target backbone starts as a copy of the online one.
         base_momentum: ``m0`` of the cosine momentum schedule.
         projector: :class:`MLP` keyword arguments (``hidden``, ``out``, ``bias``, ``last_bias``,
             ``init``) for ``C -> hidden -> out``.
@@ -59,6 +61,7 @@ class MomentumPair(nn.Module):
         self,
         depth: int = 50,
         zero_init_residual: bool = False,
+        conv_init: str = DEFAULT_CONV_INIT,
         base_momentum: float = 0.99,
         projector: Mapping[str, Any] | None = None,
         predictor: Mapping[str, Any] | None = None,
@@ -68,7 +71,7 @@ class MomentumPair(nn.Module):
         predictor = section_with_defaults(predictor, MLP_KEYS, "method_args.predictor")
         if not 0.0 <= base_momentum <= 1.0:
             raise SslzooError(f"model config method_args.base_momentum = {base_momentum}: must be in [0, 1]")
-        self.backbone = ResNetBackbone(depth, zero_init_residual=zero_init_residual)
+        self.backbone = ResNetBackbone(depth, zero_init_residual=zero_init_residual, conv_init=conv_init)
         self.projector = MLP(self.backbone.out_channels, **projector)
         self.predictor = MLP(int(projector["out"]), **predictor)
         self.target_backbone = copy.deepcopy(self.backbone)
@@ -86,6 +89,7 @@ class MomentumPair(nn.Module):
         return {
             "depth": backbone.get("depth", 50),
             "zero_init_residual": backbone.get("zero_init_residual", False),
+            "conv_init": backbone.get("conv_init", DEFAULT_CONV_INIT),
             **args,
         }
 

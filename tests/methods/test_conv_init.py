@@ -1,0 +1,47 @@
+"""Every method builds its backbone with the model config's ``backbone.conv_init``; the momentum
+methods' target backbone starts as a copy of the online one."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sslzoo.methods import METHODS
+from sslzoo.models.backbone import ResNetBackbone
+
+SMALL_MLP = {"hidden": 16, "out": 8}
+# the smallest config each method builds from (ORL checks that stage1 / stage2 are there)
+CONFIGS: dict[str, dict] = {
+    "relative_loc": {"method_args": {"hidden": 16}},
+    "rotation_pred": {},
+    "byol": {"method_args": {"projector": SMALL_MLP, "predictor": SMALL_MLP}},
+    "triplet": {"method_args": {"projector": SMALL_MLP, "predictor": SMALL_MLP}, "train": {"batch_size": 16}},
+    "orl": {
+        "method_args": {"projector": SMALL_MLP, "predictor": SMALL_MLP},
+        "stage1": "orl-stage1_resnet18_mini",
+        "stage2": {"knn": {}, "correspondence": {}},
+    },
+}
+
+
+def test_every_method_is_covered() -> None:
+    assert set(CONFIGS) == set(METHODS)
+
+
+@pytest.mark.parametrize("method", sorted(CONFIGS))
+@pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
+def test_the_backbone_follows_conv_init(method: str, mode: str) -> None:
+    torch.manual_seed(0)
+    cfg = {**CONFIGS[method], "backbone": {"depth": 18, "conv_init": mode}}
+    model = METHODS[method].from_config(cfg)
+    backbone: ResNetBackbone = model.backbone
+    assert backbone.conv_init == mode
+    # ResNet-18 stem 64 x 3 x 7 x 7: fan_in 147, fan_out 3136 (std 0.117 vs 0.025)
+    fan = 3 * 49 if mode == "fan_in" else 64 * 49
+    assert backbone.conv1.weight.std().item() == pytest.approx(math.sqrt(2.0 / fan), rel=0.05)
+    target = getattr(model, "target_backbone", None)
+    if target is not None:
+        online, copied = backbone.state_dict(), target.state_dict()
+        assert all(torch.equal(online[key], copied[key]) for key in online)

@@ -1,0 +1,79 @@
+"""ResNet backbone init: each conv's std against He et al.'s sqrt(2 / fan) for the mode the config
+names, normal (not uniform) weights, norm layers at 1 / 0, and the default left as torchvision's."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet50
+
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone, kaiming_init_convs
+
+# P(|x| > sqrt(3) sigma) for a normal x: a uniform weight of the same std never gets there
+NORMAL_TAIL_BEYOND_UNIFORM = math.erfc(math.sqrt(3.0) / math.sqrt(2.0))
+
+
+def expected_std(conv: nn.Conv2d, mode: str) -> float:
+    """sqrt(2 / fan) of He et al. 2015 (gain sqrt(2) of ReLU) for the conv's weight shape."""
+    kernel_area = conv.kernel_size[0] * conv.kernel_size[1]
+    fan = (
+        conv.in_channels // conv.groups * kernel_area if mode == "fan_in" else conv.out_channels * kernel_area
+    )
+    return math.sqrt(2.0 / fan)
+
+
+def convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+
+
+@pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
+def test_conv_std_follows_the_fan_of_its_mode(mode: str) -> None:
+    torch.manual_seed(0)
+    model = ResNetBackbone(depth=50, conv_init=mode)
+    layers = convs(model)
+    assert len(layers) == 53  # 1 stem + 16 blocks x 3 + 4 downsample convs
+    distinguishing = 0
+    for name, conv in layers:
+        weight = conv.weight.detach().double()
+        std = expected_std(conv, mode)
+        # the sample std of >= 4096 normal values is within 2.2 % of sigma with 5-sigma certainty
+        assert weight.std().item() == pytest.approx(std, rel=0.05), name
+        assert abs(weight.mean().item()) < 5 * std / math.sqrt(weight.numel()), name
+        tail = (weight.abs() > math.sqrt(3.0) * std).double().mean().item()
+        assert tail == pytest.approx(NORMAL_TAIL_BEYOND_UNIFORM, abs=0.02), name
+        other = expected_std(conv, "fan_out" if mode == "fan_in" else "fan_in")
+        distinguishing += abs(other / std - 1) > 0.1
+    # most layers change shape, so the other mode would fail above (conv1: fan_in 147, fan_out 3136)
+    assert distinguishing >= 30
+
+
+def test_norm_layers_start_at_one_and_zero_and_zero_init_residual_still_applies() -> None:
+    model = ResNetBackbone(depth=18, conv_init="fan_in", zero_init_residual=True)
+    for name, norm in model.named_modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            last_of_block = name.endswith(".bn2")  # BasicBlock's last norm
+            assert torch.equal(norm.weight, torch.full_like(norm.weight, 0.0 if last_of_block else 1.0)), name
+            assert torch.equal(norm.bias, torch.zeros_like(norm.bias)), name
+
+
+def test_the_default_is_torchvisions_init_unchanged() -> None:
+    assert DEFAULT_CONV_INIT == "fan_out"
+    torch.manual_seed(3)
+    ours = ResNetBackbone(depth=50).state_dict()
+    torch.manual_seed(3)
+    theirs = {key: value for key, value in resnet50().state_dict().items() if not key.startswith("fc.")}
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[key], theirs[key]) for key in ours)
+
+
+def test_kaiming_init_convs_zeroes_a_conv_bias_and_refuses_an_unknown_mode() -> None:
+    conv = nn.Conv2d(8, 16, 3, bias=True)
+    kaiming_init_convs(conv, "fan_in")
+    assert torch.equal(conv.bias, torch.zeros(16))
+    with pytest.raises(ValueError, match="'fan_avg' is not one of"):
+        kaiming_init_convs(conv, "fan_avg")
+    with pytest.raises(ValueError, match="backbone.conv_init 'fan_avg' is not one of"):
+        ResNetBackbone(depth=18, conv_init="fan_avg")
