@@ -239,7 +239,7 @@ def test_configs_load_and_follow_the_reference(name: str) -> None:
         assert cfg["gpus"] * train["batch_size"] * train["accumulate"] == 512
         assert train["epochs"] == 800 and train["optimizer"]["lr"] == 0.4
         assert train["schedule"]["warmup_epochs"] == 4 and train["amp"]
-        assert cfg["backbone"] == {"depth": 50, "sync_bn": True, "zero_init_residual": False}
+        assert cfg["backbone"] == {"depth": 50, "sync_bn": True, "zero_init_residual": False, "conv_init": "fan_in"}
         assert (entry.reported != {}) == stage3
     else:
         total = cfg["gpus"] * train["batch_size"] * train["accumulate"]
