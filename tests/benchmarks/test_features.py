@@ -62,7 +62,7 @@ class StandInImages(torch.utils.data.Dataset):
         return self.transform(self.images[index]), self.labels[index]
 
 
-def _tiny_protocol(center_crop: bool) -> FeatureProtocol:
+def _tiny_protocol(center_crop: bool, resize_backend: str = "pillow") -> FeatureProtocol:
     pooling = {
         "feature1": (4, 4, 1),
         "feature2": (3, 2, 0),
@@ -72,6 +72,7 @@ def _tiny_protocol(center_crop: bool) -> FeatureProtocol:
     }
     return FeatureProtocol(
         resize=36,
+        resize_backend=resize_backend,
         crop=32,
         center_crop=center_crop,
         layers=tuple(ALL_LAYERS),
@@ -97,6 +98,8 @@ def test_reference_pooling_gives_the_protocol_dims() -> None:
     assert dims == {"feature1": 9216, "feature2": 9216, "feature3": 8192, "feature4": 9216, "feature5": 8192}
     imagenet = load_feature_protocol(CONFIG_DIR / "features.yaml", "imagenet")
     assert imagenet.center_crop and imagenet.layers == ("avgpool",)
+    # kNN: mmselfsup 1.x knn_imagenet.py mmcls.ResizeEdge (cv2); SVM: 0.x svm_voc07.py Resize (torchvision)
+    assert (imagenet.resize_backend, protocol.resize_backend) == ("cv2", "pillow")
     assert _meta_dims(50, imagenet.crop, imagenet) == {"avgpool": 2048}
 
 
@@ -111,6 +114,8 @@ def test_a_dataset_entry_overrides_size_and_pooling(tmp_path: Path) -> None:
     mini_voc = load_feature_protocol(CONFIG_DIR / "features_mini.yaml", "voc07")
     mini_imagenet = load_feature_protocol(CONFIG_DIR / "features_mini.yaml", "imagenet")
     assert (mini_voc.resize, mini_voc.crop, mini_imagenet.resize, mini_imagenet.crop) == (73, 64, 37, 32)
+    # the mini ImageNet shrinks 2.6x, where only PIL's resize is antialiased (features_mini.yaml)
+    assert mini_imagenet.resize_backend == "pillow"
     config = tmp_path / "features.yaml"
     config.write_text(
         "resize: 8\ncrop: 8\npooling: {feature1: [2, 2, 0], feature2: [1, 1, 0]}\ndatasets:\n"
@@ -145,11 +150,15 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         load_feature_protocol(bad, "places205")
 
 
-@pytest.mark.parametrize("center_crop", [True, False])
-def test_features_equal_direct_forward_and_pooling(tmp_path: Path, center_crop: bool) -> None:
+@pytest.mark.parametrize(
+    ("center_crop", "resize_backend"), [(True, "pillow"), (False, "pillow"), (True, "cv2")]
+)
+def test_features_equal_direct_forward_and_pooling(
+    tmp_path: Path, center_crop: bool, resize_backend: str
+) -> None:
     random_backbone(18, 3, tmp_path / "backbone.pth")
     model = load_backbone_model(tmp_path / "backbone.pth")
-    protocol = _tiny_protocol(center_crop)
+    protocol = _tiny_protocol(center_crop, resize_backend)
     images = StandInImages(build_transform(protocol))
     features = compute_features(model, images, protocol, progress=False)
     assert features is not None
@@ -163,7 +172,13 @@ def test_features_equal_direct_forward_and_pooling(tmp_path: Path, center_crop: 
             size = (protocol.resize, int(protocol.resize * height / width))
         else:
             size = (int(protocol.resize * width / height), protocol.resize)
-        resized = pil.resize(size, Image.BILINEAR)
+        if resize_backend == "cv2":
+            cv2 = pytest.importorskip(
+                "cv2", reason="OpenCV (opencv-contrib-python-headless) is not installed"
+            )
+            resized = Image.fromarray(cv2.resize(np.asarray(pil), size, interpolation=cv2.INTER_LINEAR))
+        else:
+            resized = pil.resize(size, Image.BILINEAR)
         if center_crop:
             left = round((resized.width - protocol.crop) / 2)
             top = round((resized.height - protocol.crop) / 2)

@@ -4,7 +4,9 @@ Protocol of mmselfsup 0.x ``tools/benchmarks/classification`` (``extract.py`` wi
 ``configs/benchmarks/classification/svm_voc07.py`` and ``knn_imagenet``), PROTOCOLS.md
 "VOC07 SVM" and "kNN classification":
 
-- Resize the shorter side, then CenterCrop (kNN) or Resize to a square (SVM); ImageNet mean/std.
+- Resize the shorter side (torchvision/PIL's pixels, or those of OpenCV as mmselfsup 1.x's
+  kNN protocol: the dataset's ``resize_backend``, :mod:`sslzoo.data.resize`), then CenterCrop
+  (kNN) or Resize to a square (SVM); ImageNet mean/std.
 - ``feature1`` is the stem before max-pool, ``feature2..5`` are ``layer1..4``; each is average
   pooled with a fixed ``AvgPool2d(kernel, stride, padding)`` and flattened; ``avgpool`` is the
   global average pool of ``feature5``.
@@ -35,6 +37,7 @@ from sslzoo.benchmarks.protocol_files import read_protocol
 from sslzoo.checkpoints import load_checkpoint
 from sslzoo.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.data.datasets import ManifestDataset
+from sslzoo.data.resize import ShortEdgeResize
 from sslzoo.errors import SslzooError
 from sslzoo.models.backbone import STAGE_NAMES, ResNetBackbone, depth_from_state_dict
 from sslzoo.runtime.dist import DistContext, init_distributed
@@ -49,6 +52,7 @@ class FeatureProtocol:
 
     Attributes:
         resize: shorter side after the first resize.
+        resize_backend: library of that resize, ``"pillow"`` or ``"cv2"`` (:data:`sslzoo.data.resize.RESIZERS`).
         crop: side of the square the backbone sees.
         center_crop: CenterCrop(crop) (kNN protocol) instead of Resize((crop, crop)) (SVM protocol).
         layers: names among ``feature1``..``feature5``, ``avgpool``, in output order.
@@ -58,6 +62,7 @@ class FeatureProtocol:
     """
 
     resize: int
+    resize_backend: str
     crop: int
     center_crop: bool
     layers: tuple[str, ...]
@@ -103,6 +108,7 @@ def load_feature_protocol(config_path: str | os.PathLike[str], dataset: str) -> 
         pooling[layer] = (kernel, stride, padding)
     return FeatureProtocol(
         resize=entry.get("resize", cfg["resize"]),
+        resize_backend=entry["resize_backend"],
         crop=entry.get("crop", cfg["crop"]),
         center_crop=entry["center_crop"],
         layers=tuple(entry["layers"]),
@@ -113,7 +119,8 @@ def load_feature_protocol(config_path: str | os.PathLike[str], dataset: str) -> 
 
 
 def build_transform(protocol: FeatureProtocol) -> Callable[[Any], torch.Tensor]:
-    """PIL image -> normalised ``[3, crop, crop]`` tensor: Resize, CenterCrop or square Resize, ImageNet mean/std."""
+    """PIL image -> normalised ``[3, crop, crop]`` tensor: shorter-side Resize (by the protocol's
+    ``resize_backend``), CenterCrop or square Resize (torchvision's), ImageNet mean/std."""
     second = (
         transforms.CenterCrop(protocol.crop)
         if protocol.center_crop
@@ -121,7 +128,7 @@ def build_transform(protocol: FeatureProtocol) -> Callable[[Any], torch.Tensor]:
     )
     return transforms.Compose(
         [
-            transforms.Resize(protocol.resize),
+            ShortEdgeResize(protocol.resize, protocol.resize_backend),
             second,
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
