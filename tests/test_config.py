@@ -127,11 +127,22 @@ REFERENCE_CONV_INIT = {
 }
 
 
-@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=[p.stem for p in MODEL_CONFIGS])
+FULL_SCALE_CONFIGS = [p for p in MODEL_CONFIGS if not p.stem.endswith("_mini")]
+MINI_CONFIGS = [p for p in MODEL_CONFIGS if p.stem.endswith("_mini")]
+
+
+@pytest.mark.parametrize("path", FULL_SCALE_CONFIGS, ids=[p.stem for p in FULL_SCALE_CONFIGS])
 def test_conv_init_is_the_references(path: Path) -> None:
     family = path.stem.split("_")[0]
     assert family in REFERENCE_CONV_INIT, f"{path.name}: add its reference's conv init to REFERENCE_CONV_INIT"
     assert load_model_config(path)["backbone"]["conv_init"] == REFERENCE_CONV_INIT[family]
+
+
+@pytest.mark.parametrize("path", MINI_CONFIGS, ids=[p.stem for p in MINI_CONFIGS])
+def test_mini_configs_init_like_the_random_row(path: Path) -> None:
+    """The mini zoo keeps torchvision's fan_out init (its config headers say why): the init of the
+    random-init row that every method must beat."""
+    assert load_model_config(path)["backbone"]["conv_init"] == "fan_out"
 
 
 def test_model_configs_exist() -> None:
