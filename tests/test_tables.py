@@ -6,10 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from sslzoo.benchmarks.registry import SECTIONS
+from sslzoo.benchmarks.repeats import average_runs
 from sslzoo.errors import SslzooError
 from sslzoo.run_record import protocol_batch
 from sslzoo.runtime.record import run_record
@@ -238,6 +240,12 @@ def test_format_and_table_helpers() -> None:
         "–",
         "–",
         "feature4",
+    ]
+    assert [format_value(v, s) for v, s in ((82.6, 0.304), (1, float("nan")), (None, 0.3), ("x", 0.3))] == [
+        "82.60 ± 0.30",
+        "1.00",
+        "–",
+        "x",
     ]
     assert markdown_table(["a", "bbbb"], [["xx", "–"]]) == "| a   | bbbb |\n| --- | ---- |\n| xx  | –    |"
 
@@ -499,3 +507,74 @@ def test_step_reads_the_pretraining_records_and_names_a_bad_one(tmp_path: Path, 
     bad.write_text(json.dumps({**json.loads(bad.read_text()), "world_size": "4"}))
     with pytest.raises(SslzooError, match=rf"{bad}: 'world_size' must be a positive integer"):
         tables_step.main(parser.parse_args([*args, "--runs", str(bad), "--out", str(out)]))
+
+
+TRIPLET = (
+    "method: triplet\ntitle: Triplet\nreported:\n  det_voc0712_moco: {AP50: 82.6, AP: 56.9, AP75: 63.8}\n"
+)
+
+
+def test_a_repeated_protocol_shows_mean_and_std_and_says_over_how_many_runs(tmp_path: Path) -> None:
+    configs = tmp_path / "config" / "models"
+    configs.mkdir(parents=True)
+    (configs / "triplet_r50.yaml").write_text(TRIPLET)
+    runs_dir = tmp_path / "results" / "benchmarks" / "det_voc0712_moco" / "triplet_r50"
+    values = [(82.31, 56.72, 63.40), (82.90, 57.05, 64.12), (82.47, 56.81, 63.55)]
+    paths = []
+    for index, (ap50, ap, ap75) in enumerate(values):
+        # run 2 ran on 4 processes of 4 images (the protocol: 8 x 2): a footnote, once
+        world, per_process = (4, 4) if index == 2 else (8, 2)
+        record = run_record(
+            world_size=world,
+            per_process_batch=per_process,
+            accumulate=1,
+            seed=index,
+            protocol=protocol_batch("config/benchmarks/det_voc0712_moco.yaml", 8, total_batch=16),
+        )
+        path = runs_dir / f"run{index}" / "metrics.json"
+        path.parent.mkdir(parents=True)
+        meta = {"benchmark": "det_voc0712_moco", "model": "triplet_r50", "seed": index, "run": record}
+        path.write_text(json.dumps({"AP50": ap50, "AP": ap, "AP75": ap75, "meta": meta}))
+        paths.append(path)
+    average_runs(
+        paths, runs_dir / "metrics.json", benchmark_name="det_voc0712_moco", model_name="triplet_r50"
+    )
+    page = write_benchmark_table(
+        "det_voc0712_moco",
+        [runs_dir / "metrics.json"],
+        [configs / "triplet_r50.yaml"],
+        tmp_path / "det.md",
+        tmp_path / "det.html",
+    )
+    table = np.array(values)
+    cells = [f"{m:.2f} ± {s:.2f}" for m, s in zip(table.mean(axis=0), table.std(axis=0, ddof=1), strict=True)]
+    rows = [line for line in page.splitlines() if line.startswith("| ")][2:]
+    assert [[cell.strip() for cell in row.split("|")[1:-1]] for row in rows] == [
+        ["Triplet", "triplet_r50 ¹,²", *cells],
+        ["Triplet", "triplet_r50 (reported)", "82.60", "56.90", "63.80"],  # as it was
+    ]
+    ran = (
+        "triplet_r50 on det_voc0712_moco: ran with 4 processes x 4 = 16 images per step; "
+        "the protocol (`config/benchmarks/det_voc0712_moco.yaml`): 8 x 2 = 16"
+    )
+    assert _notes(page) == [
+        "¹ triplet_r50 on det_voc0712_moco: mean ± std of 3 runs with seeds 0, 1, 2 "
+        "(sample standard deviation, ddof 1)",
+        f"² {ran}",
+    ]
+    html = (tmp_path / "det.html").read_text()
+    assert f"<td>{cells[0]}</td>" in html and html.count("<p class='footnote'>") == 2
+    # the model zoo shows the same row
+    zoo = write_model_zoo([runs_dir / "metrics.json"], [configs / "triplet_r50.yaml"], tmp_path / "zoo.md")
+    assert f"| {cells[0]} |" in zoo
+
+
+def test_an_averaged_metrics_file_without_its_std_names_the_file(tmp_path: Path) -> None:
+    path = _write_metrics(tmp_path, "det_voc0712_moco", "triplet_r50", {"AP50": 82.0, "AP": 57.0})
+    metrics = json.loads(path.read_text())
+    metrics["meta"].update(
+        repeats={"count": 2, "seeds": [0, 1], "std": {"AP50": 0.1}, "std_ddof": 1}, runs=[{}, {}]
+    )
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(SslzooError, match=rf"{path}: meta.repeats.std must give a number for each of"):
+        write_model_zoo([path], [], tmp_path / "zoo.md")

@@ -21,6 +21,7 @@ from types import ModuleType
 
 from sslzoo.errors import SslzooError
 from sslzoo.steps import (
+    average_runs,
     coco_manifest,
     compare_results,
     detection_benchmark,
@@ -71,6 +72,7 @@ STEPS: dict[str, ModuleType] = {
     "svm": svm_benchmark,
     "lowshot": lowshot_benchmark,
     "detection": detection_benchmark,
+    "average-runs": average_runs,
     "segmentation": segmentation_benchmark,
     "tables": tables,
     "plot-loss": plot_loss,

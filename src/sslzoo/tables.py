@@ -17,6 +17,10 @@ given for the pretrained models a page shows) and the benchmark run (``meta.run`
 metrics file) are each compared with the protocol values recorded beside them
 (:mod:`sslzoo.run_record`). External checkpoints and ``random`` have no pretraining record; a
 metrics file without ``meta.run`` (written before runs were recorded) gets no footnote.
+
+A protocol repeated over seeds (``repeats: N``, :mod:`sslzoo.benchmarks.repeats`) shows the mean
+of its runs with their sample standard deviation, ``82.60 ± 0.30``, and a footnote on the row
+saying over how many runs and which seeds; each run's record is compared with its protocol.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import pandas as pd
 import yaml
 
 from sslzoo.benchmarks.registry import BENCHMARKS, SECTION_OF, SECTIONS
+from sslzoo.benchmarks.repeats import Repeats, repeats_of
 from sslzoo.errors import SslzooError
 from sslzoo.io import atomic_write_bytes, read_json
 from sslzoo.run_record import RunRecord, check_record, differs_from_protocol
@@ -102,7 +107,8 @@ def parse_metrics_path(path: str | os.PathLike[str]) -> tuple[str, str]:
 def load_results(
     metrics_paths: Sequence[str | os.PathLike[str]], models: Sequence[ModelEntry]
 ) -> pd.DataFrame:
-    """Every number of the tables in long form: columns model, source (ours/reported), benchmark, column, value."""
+    """Every number of the tables in long form: columns model, source (ours/reported), benchmark,
+    column, value and std (the standard deviation over the runs of a repeated protocol, else None)."""
     records: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     filled: dict[tuple[str, str, str], str] = {}
@@ -116,6 +122,8 @@ def load_results(
             raise SslzooError(f"{path}: expected a JSON object of table column -> number")
         benchmark = SECTION_OF.get(benchmark, benchmark)
         values = _check_columns(benchmark, {k: v for k, v in metrics.items() if k != "meta"}, str(path))
+        repeats = repeats_of(metrics, str(path))
+        stds = _check_columns(benchmark, repeats.std, f"{path}: meta.repeats.std") if repeats else {}
         for column in values:
             if (benchmark, model, column) in filled:
                 raise SslzooError(
@@ -123,7 +131,8 @@ def load_results(
                 )
             filled[benchmark, model, column] = str(path)
         records += [
-            dict(model=model, source=OURS, benchmark=benchmark, column=c, value=v) for c, v in values.items()
+            dict(model=model, source=OURS, benchmark=benchmark, column=c, value=v, std=stds.get(c))
+            for c, v in values.items()
         ]
     for entry in models:
         for benchmark, values in entry.reported.items():
@@ -135,7 +144,9 @@ def load_results(
     records += [
         dict(model=m, source=OURS, benchmark=SECTION_OF.get(b, b), column=None, value=None) for b, m in seen
     ]
-    return pd.DataFrame.from_records(records, columns=["model", "source", "benchmark", "column", "value"])
+    return pd.DataFrame.from_records(
+        records, columns=["model", "source", "benchmark", "column", "value", "std"]
+    )
 
 
 # ---------------------------------------------------------------- footnotes: runs unlike their protocol
@@ -208,22 +219,44 @@ def load_footnotes(
         benchmark, model = parse_metrics_path(path)
         metrics = read_json(path)
         meta = metrics.get("meta") if isinstance(metrics, dict) else None
-        if not isinstance(meta, dict) or "run" not in meta:
+        if not isinstance(meta, dict):
             continue
-        record = check_record(meta["run"], f"{path}: meta.run")
-        if differs_from_protocol(record):
-            footnotes.benchmark.setdefault((SECTION_OF.get(benchmark, benchmark), model), []).append(
-                mismatch_footnote(f"{model} on {benchmark}", "ran", record)
-            )
+        subject, notes = f"{model} on {benchmark}", []
+        repeats = repeats_of(metrics, str(path))
+        if repeats:
+            notes.append(repeats_footnote(subject, repeats))
+            records = [check_record(record, f"{path}: meta.runs[].run") for record in repeats.records]
+        else:
+            records = [check_record(meta["run"], f"{path}: meta.run")] if "run" in meta else []
+        for record in records:
+            if differs_from_protocol(record) and mismatch_footnote(subject, "ran", record) not in notes:
+                notes.append(mismatch_footnote(subject, "ran", record))
+        if notes:
+            footnotes.benchmark.setdefault((SECTION_OF.get(benchmark, benchmark), model), []).extend(notes)
     return footnotes
 
 
-def format_value(value: Any) -> str:
-    """Numbers with 2 decimals, strings as they are, anything missing as "–"."""
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+def repeats_footnote(subject: str, repeats: Repeats) -> str:
+    """The footnote of a row averaged over runs, e.g. ``triplet_r50 on det_voc0712_moco: mean ±
+    std of 5 runs with seeds 0, 1, 2, 3, 4 (sample standard deviation, ddof 1)``."""
+    seeds = ", ".join(map(str, repeats.seeds))
+    return (
+        f"{subject}: mean ± std of {repeats.count} runs with seeds {seeds} "
+        f"(sample standard deviation, ddof {repeats.std_ddof})"
+    )
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value))
+
+
+def format_value(value: Any, std: Any = None) -> str:
+    """Numbers with 2 decimals, strings as they are, anything missing as "–"; a number with a
+    standard deviation over runs as ``82.60 ± 0.30``."""
+    if _missing(value):
         return MISSING
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return f"{value:.2f}"
+        return f"{value:.2f}" if _missing(std) else f"{value:.2f} ± {std:.2f}"
     return str(value)
 
 
@@ -256,6 +289,7 @@ def _section_rows(
     columns = list(SECTIONS[benchmark].columns)
     known = results[(results.benchmark == benchmark) & results.column.notna()]
     table = known.pivot(index=["model", "source"], columns="column", values="value") if len(known) else None
+    stds = known.pivot(index=["model", "source"], columns="column", values="std") if len(known) else None
     if not BENCHMARKS[benchmark].every_model:
         models = [entry for entry in models if entry.name in set(known.model)]
     rows: list[list[str]] = []
@@ -268,7 +302,8 @@ def _section_rows(
                 label += " " + ",".join(superscript(numbers.setdefault(n, len(numbers) + 1)) for n in notes)
             if table is not None and (entry.name, source) in table.index:
                 values = table.loc[(entry.name, source)].reindex(columns)
-                cells = [format_value(values[column]) for column in columns]
+                spread = stds.loc[(entry.name, source)].reindex(columns)
+                cells = [format_value(values[column], spread[column]) for column in columns]
             else:
                 cells = [MISSING] * len(columns)
             rows.append(([entry.title] if with_method else []) + [label, *cells])

@@ -104,6 +104,30 @@ def test_det_voc0712_moco_is_moco_pascal_voc_r_50_c4_24k_moco():
     assert reference_gpus_and_batch(CONFIG_DIR / "det_voc0712_moco.yaml") == (8, 2)
 
 
+def test_det_voc0712_moco_is_the_mean_of_five_runs_and_the_others_run_once():
+    """facebookresearch/moco detection/README.md: "These results are means of 5 trials ... We
+    recommend to run 5 trials and compute means"; wanggrun/triplet README.md: the average of
+    multiple VOC runs. The mini protocol runs twice (a mean and a std); every other protocol once."""
+    assert load_detection_config(CONFIG_DIR / "det_voc0712_moco.yaml")[0].repeats == 5
+    assert load_detection_config(CONFIG_DIR / "det_voc0712_moco_mini.yaml")[0].repeats == 2
+    others = sorted(set(CONFIG_DIR.glob("det_*.yaml")) - set(CONFIG_DIR.glob("det_voc0712_moco*.yaml")))
+    assert len(others) == 6
+    for path in others:
+        assert load_detection_config(path)[0].repeats == 1, path.name
+        assert "repeats" not in yaml.safe_load(path.read_text()), path.name  # the schema's default
+
+
+def test_repeats_defaults_to_one_and_must_be_a_positive_integer(tmp_path):
+    raw = yaml.safe_load((CONFIG_DIR / "det_voc0712_moco_mini.yaml").read_text())
+    del raw["repeats"]
+    (tmp_path / "once.yaml").write_text(yaml.safe_dump(raw))
+    assert load_detection_config(tmp_path / "once.yaml")[0].repeats == 1
+    for value, message in ((0, "0 is less than the minimum of 1"), (2.5, "2.5 is not of type 'integer'")):
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**raw, "repeats": value}))
+        with pytest.raises(SslzooError, match=f"bad.yaml: repeats: {message}"):
+            load_detection_config(tmp_path / "bad.yaml")
+
+
 def test_det_coco_is_mmselfsups_mask_rcnn_r50_fpn_mstrain_1x_coco():
     """mmselfsup configs/benchmarks/mmdetection/coco/mask_rcnn_r50_fpn_mstrain_1x_coco.py on
     MMDetection configs/_base_/models/mask-rcnn_r50_fpn.py and _base_/schedules/schedule_1x.py."""

@@ -78,7 +78,11 @@ def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
     assert jobs["svm"] == ("svm_voc07" in benchmarks) * n_models
     assert jobs["lowshot"] == ("lowshot_voc07" in benchmarks) * n_models
     detection = [name for name in benchmarks if name.startswith("det_")]
-    assert jobs["detection"] == sum(len(rows_of(name, model_cfgs, n_models)) for name in detection)
+    # MoCo's VOC protocol runs 5 times per Triplet model, then one job averages the runs
+    once = [name for name in detection if name != "det_voc0712_moco"]
+    assert jobs["detection"] == sum(len(rows_of(name, model_cfgs, n_models)) for name in once)
+    triplet = rows_of("det_voc0712_moco", model_cfgs, n_models)
+    assert len(triplet) == 2 and jobs["detection_run"] == 5 * 2 and jobs["detection_average"] == 2
     assert jobs["segmentation"] == len([name for name in benchmarks if name.startswith("seg_")]) * n_models
     # a paper's own protocol runs for the models that list it under extra_benchmarks only
     own = sum(
@@ -155,6 +159,47 @@ def test_mocos_detection_protocols_are_planned_only_for_the_triplet_models(workd
     }
     for moco in ("det_voc0712_moco", "det_coco_c4_moco"):
         assert rows_of(moco, mini_cfgs, 0) == [n for n in mini["models"] if n.startswith("triplet_")]
+
+
+RUN_RESULT = re.compile(r"results/benchmarks/(\w+)/([\w.-]+)/run(\d+)/metrics\.json")
+
+
+def test_a_repeated_detection_protocol_runs_each_seed_then_averages(workdir: Path) -> None:
+    """The mini zoo: det_voc0712_moco_mini.yaml says repeats: 2, the other detection protocols run once."""
+    mini = yaml.safe_load((workdir / "config" / "mini.yaml").read_text())
+    result = snakemake(workdir, "-n", "-p", "--configfile", "config/mini.yaml", "--cores", "1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    jobs = planned_jobs(result.stdout)
+    model_cfgs = {
+        name: yaml.safe_load((workdir / "config" / "models" / f"{name}.yaml").read_text())
+        for name in mini["models"]
+    }
+    n_models = len(mini["models"]) + 1
+    once = [name for name in mini["benchmarks"] if name.startswith("det_") and name != "det_voc0712_moco"]
+    assert len(once) == 3
+    assert jobs["detection"] == sum(len(rows_of(name, model_cfgs, n_models)) for name in once)
+    assert (jobs["detection_run"], jobs["detection_average"]) == (2, 1)
+    # run i of triplet_resnet18_mini has the seed config `seed` + i, its own work dir and metrics
+    assert set(RUN_RESULT.findall(result.stdout)) == {
+        ("det_voc0712_moco", "triplet_resnet18_mini", "0"),
+        ("det_voc0712_moco", "triplet_resnet18_mini", "1"),
+    }
+    runs = [line for line in result.stdout.splitlines() if " detection " in line and "/run" in line]
+    root = "results/benchmarks/det_voc0712_moco/triplet_resnet18_mini"
+    for index in (0, 1):
+        (command,) = [line for line in runs if f"--out {root}/run{index}/metrics.json" in line]
+        assert f"--work-dir {root}/run{index}/work --seed {mini['seed'] + index} " in command
+    (average,) = [line for line in result.stdout.splitlines() if "sslzoo average-runs" in line]
+    assert f"--runs {root}/run0/metrics.json {root}/run1/metrics.json " in average
+    assert f"--out {root}/metrics.json" in average
+    # a protocol run once keeps its single job, writing the table's metrics.json directly
+    (single,) = [
+        line
+        for line in result.stdout.splitlines()
+        if " detection " in line and "--out results/benchmarks/det_voc0712/triplet_resnet18_mini/" in line
+    ]
+    single_root = "results/benchmarks/det_voc0712/triplet_resnet18_mini"
+    assert f"{single_root}/work --seed {mini['seed']} --out {single_root}/metrics.json" in single
 
 
 def test_a_table_or_page_file_plans_only_what_it_needs(workdir: Path) -> None:

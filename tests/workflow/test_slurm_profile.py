@@ -13,6 +13,8 @@ import yaml
 
 from tests.workflow.conftest import REPO, placeholder_datasets, snakemake
 
+# rules whose resources are another rule's `resources:` entry: each run of a repeated detection protocol
+RESOURCES_OF = {"detection_run": "detection"}
 JOB = re.compile(r"^rule (\w+):\n(.*?)(?=^\[|\Z)", re.MULTILINE | re.DOTALL)
 
 
@@ -50,15 +52,16 @@ def test_slurm_profile_puts_every_full_zoo_job_on_its_partition(workdir: Path) -
             model_cfg = yaml.safe_load((workdir / "config" / "models" / f"{model}.yaml").read_text())
             assert int(res["gpu"]) == model_cfg["gpus"]
         else:
-            assert int(res["gpu"]) == resources[rule]["gpu"], rule
+            assert int(res["gpu"]) == resources[RESOURCES_OF.get(rule, rule)]["gpu"], rule
         for key in ("cpus_per_gpu", "mem_mb", "runtime"):
-            assert int(res[key]) == resources[rule][key], (rule, key)
+            assert int(res[key]) == resources[RESOURCES_OF.get(rule, rule)][key], (rule, key)
     assert gpu_rules == {
         "pretrain",
         "extract_features",
         "linear",
         "semi",
         "detection",
+        "detection_run",
         "segmentation",
         "orl_knn",
         "orl_correspondence",

@@ -10,6 +10,7 @@ from snakemake.utils import validate
 
 from sslzoo.benchmarks.protocol_files import read_protocol
 from sslzoo.benchmarks.registry import BENCHMARKS, check_model_benchmarks, of_kind, table_of
+from sslzoo.benchmarks.repeats import run_seed
 from sslzoo.errors import SslzooError
 
 
@@ -165,6 +166,14 @@ BENCHMARK_NAMES = list(config["benchmarks"])
 LINEAR_BENCHMARKS = of_kind(BENCHMARK_NAMES, "linear")
 SEMI_BENCHMARKS = of_kind(BENCHMARK_NAMES, "semi")
 DET_BENCHMARKS = of_kind(BENCHMARK_NAMES, "det")
+# a detection protocol's `repeats` (schema default 1): one `detection` job writes the metrics
+# of a protocol run once; a repeated one has a `detection_run` job per run and `detection_average`
+DET_REPEATS = {
+    name: _check_protocol(config["benchmarks"][name], "det", f"benchmarks.{name}")["repeats"]
+    for name in DET_BENCHMARKS
+}
+DET_SINGLE = [name for name in DET_BENCHMARKS if DET_REPEATS[name] == 1]
+DET_REPEATED = [name for name in DET_BENCHMARKS if DET_REPEATS[name] > 1]
 SEG_BENCHMARKS = of_kind(BENCHMARK_NAMES, "seg")
 
 # the benchmark tables (a benchmark's numbers may be columns of another's table)
@@ -183,7 +192,9 @@ wildcard_constraints:
     list_dataset=_alternatives(LIST_DATASETS),
     linear=_alternatives(LINEAR_BENCHMARKS),
     semi=_alternatives(SEMI_BENCHMARKS),
-    det=_alternatives(DET_BENCHMARKS),
+    det=_alternatives(DET_SINGLE),
+    det_repeated=_alternatives(DET_REPEATED),
+    repeat="[0-9]+",
     seg=_alternatives(SEG_BENCHMARKS),
     table=_alternatives(TABLES),
     method=_alternatives(METHODS),
@@ -323,7 +334,7 @@ def protocol_values(benchmark):
 
 
 # the wildcards that name a benchmark in the rules whose output path holds one
-BENCHMARK_WILDCARDS = ("linear", "semi", "det", "seg")
+BENCHMARK_WILDCARDS = ("linear", "semi", "det", "det_repeated", "seg")
 
 
 def _benchmark(wildcards):
@@ -377,12 +388,28 @@ def semi_runs(wildcards):
 def detection_data(wildcards):
     """Params function: the dataset arguments of the detection step (folders from `datasets:`)."""
     data = config["datasets"]
-    if BENCHMARKS[wildcards.det].datasets == ("voc07", "voc12"):
+    if BENCHMARKS[_benchmark(wildcards)].datasets == ("voc07", "voc12"):
         return f"--voc07 {data['voc07']['devkit']} --voc12 {data['voc12']['devkit']}"
     coco = data["coco"]
     return (
         f"--coco-images-train {coco['train']['images']} --coco-ann-train {coco['train']['annotations']}"
         f" --coco-images-val {coco['val']['images']} --coco-ann-val {coco['val']['annotations']}"
+    )
+
+
+def detection_run_seed(wildcards):
+    """Params function: the seed of run {repeat} of a repeated detection protocol (config `seed` +
+    the run's index, sslzoo.benchmarks.repeats.run_seed)."""
+    return run_seed(config["seed"], int(wildcards.repeat))
+
+
+def detection_runs(wildcards):
+    """Input function: the metrics of every run of the repeated detection protocol."""
+    return expand(
+        "results/benchmarks/{det_repeated}/{model}/run{repeat}/metrics.json",
+        det_repeated=wildcards.det_repeated,
+        model=wildcards.model,
+        repeat=range(DET_REPEATS[wildcards.det_repeated]),
     )
 
 

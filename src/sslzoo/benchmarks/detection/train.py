@@ -164,6 +164,7 @@ class DetectionConfig:
     test: EvalConfig
     gpus: int  # the reference's process count (check_gpus)
     workers: int
+    repeats: int  # runs with different seeds that the workflow averages (one per step call)
 
 
 def load_detection_config(path: str | os.PathLike[str]) -> tuple[DetectionConfig, dict[str, Any]]:
@@ -171,7 +172,8 @@ def load_detection_config(path: str | os.PathLike[str]) -> tuple[DetectionConfig
     returns the config and the file's mapping as written.
 
     Keys: ``gpus`` (the reference's process count, :func:`~sslzoo.benchmarks.linear_protocol.check_gpus`),
-    ``dataset``, ``engine``, ``model``, ``input``, ``solver``, ``test``, ``workers``.
+    ``dataset``, ``engine``, ``model``, ``input``, ``solver``, ``test``, ``workers``, ``repeats``
+    (read by the workflow, which runs the step once per repeat).
     """
     source = str(path)
     raw, cfg = read_protocol(path, "det")
@@ -194,6 +196,7 @@ def load_detection_config(path: str | os.PathLike[str]) -> tuple[DetectionConfig
         test=build_dataclass(EvalConfig, cfg["test"]),
         gpus=check_gpus(cfg, source, solver.batch_size, "solver.batch_size"),
         workers=cfg["workers"],
+        repeats=cfg["repeats"],
     )
     return config, raw
 
