@@ -102,10 +102,12 @@ def extract_snapshot(
     if not isinstance(final_cfg, dict):
         raise SslzooError(f"{final_path}: no meta.config; expected the final checkpoint of our pretraining")
     if not path.is_file():
+        # the run record names the model config the run was started with
+        source = ((final["meta"].get("run") or {}).get("protocol") or {}).get("config") or "the model config"
         raise SslzooError(
             f"{path}: not found: the run of {final_path} kept no checkpoint of epoch {epoch} (the epoch "
             "was listed under snapshots after the run had passed it, or the work folder was moved). "
-            f"Remove epoch {epoch} from snapshots in the model config, or retrain from the start: move "
+            f"Remove epoch {epoch} from snapshots in {source}, or retrain from the start: move "
             f"{Path(work_dir)} aside and rerun with --forcerun {final_path}"
         )
     snapshot = load_checkpoint(path)
