@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sslzoo.config import load_model_config
+from sslzoo.config import load_model_config, snapshot_epochs, snapshot_name, training_config
 from sslzoo.errors import SslzooError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +63,38 @@ def test_defaults_are_filled(tmp_path: Path) -> None:
     assert train["optimizer"]["weight_decay"] == 0.0 and train["optimizer"]["exclude_bn_bias"] is False
     assert cfg["backbone"]["sync_bn"] is False and cfg["backbone"]["conv_init"] == "fan_out"
     assert cfg["views"] == {} and cfg["method_args"] == {} and cfg["reported"] == {}
+    assert cfg["extra_benchmarks"] == [] and cfg["snapshots"] == []
+
+
+def test_a_snapshot_gets_its_own_empty_benchmarks_and_numbers(tmp_path: Path) -> None:
+    cfg = load_model_config(
+        write(tmp_path, {**MINIMAL, "extra_benchmarks": ["linear_own"], "snapshots": [{"epoch": 1}]})
+    )
+    # not the model's: a snapshot lists its own
+    assert cfg["snapshots"] == [{"epoch": 1, "extra_benchmarks": [], "reported": {}}]
+    assert snapshot_epochs(cfg) == [1]
+    assert snapshot_name("triplet_r50", 940) == "triplet_r50_ep940"
+
+
+def test_a_snapshot_epoch_beyond_the_training_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    path = write(tmp_path, {**MINIMAL, "snapshots": [{"epoch": 2}, {"epoch": 3}]})  # train.epochs 2
+    with pytest.raises(SslzooError) as error:
+        load_model_config(path)
+    assert str(error.value) == (
+        f"{path}: snapshots[1].epoch: 3 is beyond train.epochs (2); the run never reaches it: list an "
+        "epoch from 1 to 2, or remove the entry"
+    )
+
+
+def test_a_snapshot_epoch_listed_twice_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, {**MINIMAL, "snapshots": [{"epoch": 1}, {"epoch": 2}, {"epoch": 1}]})
+    with pytest.raises(SslzooError, match=r"snapshots\[2\]\.epoch: epoch 1 is listed twice; merge"):
+        load_model_config(path)
+
+
+def test_display_keys_are_not_training_keys() -> None:
+    cfg = {**MINIMAL, "reported": {"knn": {}}, "extra_benchmarks": ["x"], "snapshots": [{"epoch": 1}]}
+    assert training_config(cfg) == {key: value for key, value in MINIMAL.items() if key != "title"}
 
 
 @pytest.mark.parametrize(
@@ -78,6 +110,15 @@ def test_defaults_are_filled(tmp_path: Path) -> None:
         ({"train__schedule": {"name": "step"}}, "train.schedule", "'steps' is a required property"),
         ({"train__optimizer__momentun": 0.9}, "train.optimizer", "'momentun' was unexpected"),
         ({"train__schedule": {"name": "step", "steps": [50, 30]}}, "train.schedule.steps", "increasing"),
+        ({"snapshots": [{"epoch": 0}]}, "snapshots.0.epoch", "less than the minimum of 1"),
+        ({"snapshots": [{"epoch": 1, "reportd": {}}]}, "snapshots.0", "'reportd' was unexpected"),
+        ({"snapshots": [{"reported": {}}]}, "snapshots.0", "'epoch' is a required property"),
+        (
+            {"snapshots": [{"epoch": 1, "extra_benchmarks": "det"}]},
+            "snapshots.0.extra_benchmarks",
+            "not of type",
+        ),
+        ({"snapshots": [{"epoch": 1, "reported": {"knn": 3}}]}, "snapshots.0.reported.knn", "not of type"),
     ],
 )
 def test_bad_values_name_the_file_and_the_key(tmp_path: Path, changes: dict, key: str, expected: str) -> None:

@@ -578,3 +578,55 @@ def test_an_averaged_metrics_file_without_its_std_names_the_file(tmp_path: Path)
     path.write_text(json.dumps(metrics))
     with pytest.raises(SslzooError, match=rf"{path}: meta.repeats.std must give a number for each of"):
         write_model_zoo([path], [], tmp_path / "zoo.md")
+
+
+# ---------------------------------------------------------------- snapshots: a kept epoch is a row of its own
+
+TRIPLET_1000E = """\
+method: triplet
+title: Triplet
+extra_benchmarks: [linear_triplet_more_imagenet]
+snapshots:
+  - epoch: 940
+    extra_benchmarks: [linear_triplet_more_imagenet]
+    reported:
+      linear_triplet_more_imagenet: {AvgPool: 75.9}
+  - epoch: 800
+"""
+
+
+def test_a_snapshot_is_a_row_of_its_own_under_its_model_with_its_numbers(tmp_path: Path) -> None:
+    configs = tmp_path / "config" / "models"
+    configs.mkdir(parents=True)
+    config = configs / "trip.yaml"
+    config.write_text(TRIPLET_1000E)
+    metrics = [
+        _write_metrics(tmp_path, "linear_triplet_more_imagenet", "trip", {"AvgPool": 70.0}),
+        _write_metrics(tmp_path, "linear_triplet_more_imagenet", "trip_ep940", {"AvgPool": 71.0}),
+        _write_metrics(tmp_path, "knn_imagenet", "trip", {"k=10": 1.0}),
+        _write_metrics(tmp_path, "knn_imagenet", "trip_ep800", {"k=10": 2.0}),
+        _write_metrics(tmp_path, "knn_imagenet", "trip_ep940", {"k=10": 3.0}),
+        _write_metrics(tmp_path, "knn_imagenet", "random", {"k=10": 0.5}),
+    ]
+    pretrain = _run(4, 196, 4, "config/models/trip.yaml", 8, 196, 4)  # the run behind all three rows
+    runs = [_write_run_json(tmp_path, "trip", pretrain)]
+    page = write_method_page("triplet", metrics, [config], tmp_path / "triplet.md", run_paths=runs)
+    more = SECTIONS["linear_triplet_more_imagenet"].heading
+    assert _section_rows(page, more) == {
+        "trip ¹": ["70.00"],
+        "trip_ep940 ¹": ["71.00"],
+        "trip_ep940 (reported)": ["75.90"],
+    }
+    knn = _section_rows(page, "ImageNet Nearest-Neighbor Classification")
+    assert list(knn) == ["trip ¹", "trip_ep940 ¹", "trip_ep800 ¹", "random"]  # in the config's order
+    assert [cells[0] for cells in knn.values()] == ["1.00", "3.00", "2.00", "0.50"]
+    assert _notes(_section(page, more)) == [f"¹ {_expected_note('trip', 'pretrained', pretrain)}"]
+    zoo = write_model_zoo(metrics, [config], tmp_path / "zoo.md", run_paths=runs)
+    assert "external" not in zoo and "trip_ep940 (reported)" in zoo
+
+
+def test_a_snapshots_reported_column_is_checked_naming_the_entry(tmp_path: Path) -> None:
+    config = tmp_path / "trip.yaml"
+    config.write_text(TRIPLET_1000E.replace("{AvgPool: 75.9}", "{Top1: 75.9}"))
+    with pytest.raises(SslzooError, match=r"snapshots\[0\]\.reported\.linear_triplet_more_imagenet: 'Top1'"):
+        write_method_page("triplet", [], [config], tmp_path / "triplet.md")

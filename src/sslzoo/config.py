@@ -152,6 +152,7 @@ def load_model_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path}: train.schedule.warmup_epochs: expected at most train.epochs "
             f"({cfg['train']['epochs']}), got {schedule['warmup_epochs']}"
         )
+    check_snapshots(cfg, path)
     return cfg
 
 
@@ -165,6 +166,46 @@ def model_schema_default(*keys: str) -> Any:
     for key in keys:
         node = node["properties"][key]
     return copy.deepcopy(node["default"])
+
+
+# Model config keys that do not change how the model trains: a resume state written under other
+# values still resumes (snapshots: which epochs are kept, not what they hold).
+NOT_TRAINING_KEYS = ("title", "reported", "extra_benchmarks", "snapshots")
+
+
+def training_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The model config without :data:`NOT_TRAINING_KEYS`: what a run's weights depend on."""
+    return {key: value for key, value in cfg.items() if key not in NOT_TRAINING_KEYS}
+
+
+def snapshot_name(model: str, epoch: int) -> str:
+    """The model name of ``model``'s checkpoint at ``epoch`` (config ``snapshots:``), e.g.
+    ``triplet_resnet50_8xb196-amp-accum4-coslr-1000e_in1k_ep940``."""
+    return f"{model}_ep{int(epoch)}"
+
+
+def snapshot_epochs(cfg: Mapping[str, Any]) -> list[int]:
+    """The epochs whose checkpoints a run keeps (config ``snapshots:``), in the listed order."""
+    return [int(snapshot["epoch"]) for snapshot in cfg.get("snapshots") or []]
+
+
+def check_snapshots(cfg: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """What the schema cannot say about ``snapshots:``: each epoch within ``train.epochs``, and
+    listed once. Raises :class:`SslzooError` naming ``path``, the entry and the fix."""
+    epochs = int(cfg["train"]["epochs"])
+    seen: set[int] = set()
+    for index, epoch in enumerate(snapshot_epochs(cfg)):
+        if epoch > epochs:
+            raise SslzooError(
+                f"{path}: snapshots[{index}].epoch: {epoch} is beyond train.epochs ({epochs}); the run "
+                f"never reaches it: list an epoch from 1 to {epochs}, or remove the entry"
+            )
+        if epoch in seen:
+            raise SslzooError(
+                f"{path}: snapshots[{index}].epoch: epoch {epoch} is listed twice; merge the two entries "
+                "into one (its extra_benchmarks and reported together)"
+            )
+        seen.add(epoch)
 
 
 def section_with_defaults(

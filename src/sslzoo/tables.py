@@ -9,7 +9,9 @@ section per benchmark that has at least one metrics file; the benchmark registry
 columns (the column names of the model-zoo pages, which are also the keys of ``metrics.json``
 and of a model config's ``reported``). A missing value is shown as "–". The section of a
 paper's own protocol (registry ``every_model=False``, run only for the models that list it)
-has rows for the models with a number in it only, ours or reported.
+has rows for the models with a number in it only, ours or reported. A checkpoint a model's run
+kept at an epoch (config ``snapshots:``) is a model of its own, ``<model>_ep<epoch>``: its row
+follows the model's, with the snapshot's own reported numbers under it.
 
 A row whose run differs from its protocol in world size or total batch gets a footnote under
 the table (:class:`Footnotes`): the pretraining run (``results/pretrain/{model}/run.json``,
@@ -39,6 +41,7 @@ import yaml
 
 from sslzoo.benchmarks.registry import BENCHMARKS, SECTION_OF, SECTIONS
 from sslzoo.benchmarks.repeats import Repeats, repeats_of
+from sslzoo.config import snapshot_name
 from sslzoo.errors import SslzooError
 from sslzoo.io import atomic_write_bytes, read_json
 from sslzoo.run_record import RunRecord, check_record, differs_from_protocol
@@ -52,12 +55,14 @@ OURS, REPORTED = "ours", "reported"
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A row of the tables: a model name, its method and title, and its reported numbers."""
+    """A row of the tables: a model name, its method and title, and its reported numbers;
+    ``parent`` names the pretrained model whose run a snapshot row's checkpoint comes from."""
 
     name: str
     method: str | None
     title: str
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parent: str | None = None
 
 
 def _check_columns(benchmark: str, values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -80,8 +85,18 @@ def _check_columns(benchmark: str, values: dict[str, Any], source: str) -> dict[
     return out
 
 
-def load_model_entry(path: str | os.PathLike[str]) -> ModelEntry:
-    """Name (file stem), method, title and ``reported`` of a model config."""
+def _reported(cfg: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """The ``reported:`` numbers of a config (or of one of its snapshots), columns checked."""
+    return {
+        benchmark: _check_columns(benchmark, values or {}, f"{where}reported.{benchmark}")
+        for benchmark, values in (cfg.get("reported") or {}).items()
+    }
+
+
+def load_model_entries(path: str | os.PathLike[str]) -> list[ModelEntry]:
+    """The rows of a model config: the model (name: the file stem), then one per entry of its
+    ``snapshots:`` in the listed order (``<name>_ep<epoch>``, same method and title, its own
+    reported numbers)."""
     path = Path(path)
     if not path.is_file():
         raise SslzooError(f"{path}: model config not found")
@@ -89,11 +104,18 @@ def load_model_entry(path: str | os.PathLike[str]) -> ModelEntry:
     for key in ("method", "title"):
         if key not in cfg:
             raise SslzooError(f"{path}: missing key '{key}'")
-    reported = {
-        benchmark: _check_columns(benchmark, values or {}, f"{path}: reported.{benchmark}")
-        for benchmark, values in (cfg.get("reported") or {}).items()
-    }
-    return ModelEntry(name=path.stem, method=str(cfg["method"]), title=str(cfg["title"]), reported=reported)
+    method, title = str(cfg["method"]), str(cfg["title"])
+    entries = [ModelEntry(name=path.stem, method=method, title=title, reported=_reported(cfg, f"{path}: "))]
+    for index, snapshot in enumerate(cfg.get("snapshots") or []):
+        name = snapshot_name(path.stem, snapshot["epoch"])
+        reported = _reported(snapshot, f"{path}: snapshots[{index}].")
+        entries.append(ModelEntry(name=name, method=method, title=title, reported=reported, parent=path.stem))
+    return entries
+
+
+def load_model_entry(path: str | os.PathLike[str]) -> ModelEntry:
+    """Name (file stem), method, title and ``reported`` of a model config (its snapshots aside)."""
+    return load_model_entries(path)[0]
 
 
 def parse_metrics_path(path: str | os.PathLike[str]) -> tuple[str, str]:
@@ -362,14 +384,19 @@ def _load_inputs(
     model_config_paths: Sequence[str | os.PathLike[str]],
     run_paths: Sequence[str | os.PathLike[str]] = (),
 ) -> tuple[list[ModelEntry], pd.DataFrame, Footnotes]:
-    """The model configs (checked for duplicates), the long-form results of every metrics file
-    and the footnotes of the runs that differ from their protocols."""
-    configured = [load_model_entry(path) for path in model_config_paths]
+    """The model configs' rows (models and their snapshots, checked for duplicates), the
+    long-form results of every metrics file and the footnotes of the runs that differ from their
+    protocols (a snapshot row shares its run's pretraining footnote)."""
+    configured = [entry for path in model_config_paths for entry in load_model_entries(path)]
     names = [entry.name for entry in configured]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise SslzooError(f"model configs given twice: {duplicates}")
-    return configured, load_results(metrics_paths, configured), load_footnotes(metrics_paths, run_paths)
+    footnotes = load_footnotes(metrics_paths, run_paths)
+    for entry in configured:
+        if entry.parent in footnotes.pretrain:
+            footnotes.pretrain[entry.name] = footnotes.pretrain[entry.parent]
+    return configured, load_results(metrics_paths, configured), footnotes
 
 
 def _every_model(configured: list[ModelEntry], results: pd.DataFrame) -> list[ModelEntry]:

@@ -13,12 +13,29 @@ from sslzoo.benchmarks.registry import BENCHMARKS, of_kind
 from tests.workflow.conftest import make_placeholders, placeholder_datasets, snakemake
 
 
+def snapshots_of(model_cfgs: dict[str, dict]) -> dict[str, dict]:
+    """``<model>_ep<epoch>`` -> the `snapshots:` entry, for every snapshot of the models."""
+    return {
+        f"{name}_ep{snapshot['epoch']}": snapshot
+        for name, model_cfg in model_cfgs.items()
+        for snapshot in model_cfg.get("snapshots", [])
+    }
+
+
 def rows_of(benchmark: str, model_cfgs: dict[str, dict], n_models: int) -> list[str]:
-    """The rows a benchmark runs for: every model (``n_models`` with the baseline) for a common
-    protocol; for a paper's own protocol the models that list it under ``extra_benchmarks``."""
+    """The rows a benchmark runs for: every model (``n_models`` with the snapshots and the
+    baseline) for a common protocol; for a paper's own protocol the models and snapshots that
+    list it under ``extra_benchmarks``."""
     if BENCHMARKS[benchmark].every_model:
         return [f"model {k}" for k in range(n_models)]
-    return [name for name, model_cfg in model_cfgs.items() if benchmark in model_cfg.get("extra_benchmarks", [])]
+    listing = {**model_cfgs, **snapshots_of(model_cfgs)}
+    return [name for name, entry in listing.items() if benchmark in entry.get("extra_benchmarks", [])]
+
+
+def model_configs(workdir: Path, names: list[str]) -> dict[str, dict]:
+    return {
+        name: yaml.safe_load((workdir / "config" / "models" / f"{name}.yaml").read_text()) for name in names
+    }
 
 
 def planned_jobs(stdout: str) -> Counter:
@@ -44,7 +61,6 @@ def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
     assert result.returncode == 0, result.stderr + result.stdout
     jobs = planned_jobs(result.stdout)
     n_pretrained = len(cfg["models"])
-    n_models = n_pretrained + 1  # + the random baseline
     benchmarks = cfg["benchmarks"]
     linear = [name for name in benchmarks if name.startswith("linear_")]
     semi = [name for name in benchmarks if name.startswith("semi_")]
@@ -58,9 +74,13 @@ def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
     }
     orl = [name for name, model_cfg in model_cfgs.items() if model_cfg["method"] == "orl"]
     stage1 = {model_cfgs[name]["stage1"] for name in orl} - set(cfg["models"])
+    snapshots = snapshots_of(model_cfgs)
+    n_models = n_pretrained + len(snapshots) + 1  # + the kept epochs' models, + the random baseline
     assert orl, "config/config.yaml should hold an ORL model"
+    assert snapshots, "config/config.yaml should hold a model with snapshots (Triplet's 1000 epochs)"
     assert jobs["pretrain"] == n_pretrained + len(stage1)  # ORL stage-1 models are pretrained too
     assert jobs["extract_backbone"] == n_pretrained  # ... but only the listed models are benchmarked
+    assert jobs["extract_snapshot"] == len(snapshots)  # one backbone per kept epoch
     assert jobs["coco_manifest"] == 1
     assert jobs["orl_proposals"] == cfg["orl"]["proposal_shards"]  # one dataset (COCO train2017)
     assert jobs["orl_merge_proposals"] == 1
@@ -85,11 +105,13 @@ def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
     assert len(triplet) == 2 and jobs["detection_run"] == 5 * 2 and jobs["detection_average"] == 2
     assert jobs["segmentation"] == len([name for name in benchmarks if name.startswith("seg_")]) * n_models
     # a paper's own protocol runs for the models that list it under extra_benchmarks only
-    own = sum(
-        name in model_cfg.get("extra_benchmarks", []) for model_cfg in model_cfgs.values() for name in linear
-    )
+    listing = [*model_cfgs.values(), *snapshots.values()]
+    own = sum(name in entry.get("extra_benchmarks", []) for entry in listing for name in linear)
     common = [name for name in linear if BENCHMARKS[name].every_model]
-    assert own == len(linear) - len(common) > 0
+    own_protocols = set(linear) - set(common)
+    assert own_protocols and all(
+        any(name in e.get("extra_benchmarks", []) for e in listing) for name in own_protocols
+    )
     assert jobs["linear"] == len(common) * n_models + own
     assert jobs["semi"] == grid * n_models
     assert jobs["semi_select"] == len(semi) * n_models
@@ -138,24 +160,35 @@ def test_external_checkpoint_is_a_row_of_every_benchmark(workdir: Path) -> None:
     assert runs == [f"results/pretrain/{model}/run.json" for model in cfg["models"]]
 
 
+def _model_cfg(workdir: Path, name: str) -> dict:
+    return yaml.safe_load((workdir / "config" / "models" / f"{name}.yaml").read_text())
+
+
 def test_mocos_detection_protocols_are_planned_only_for_the_triplet_models(workdir: Path) -> None:
     cfg = placeholder_datasets(workdir)
     result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
     assert result.returncode == 0, result.stderr + result.stdout
     triplet = {name for name in cfg["models"] if name.startswith("triplet_")}
+    # and the checkpoint the README's detection numbers come from (epoch 800 of the 1000-epoch run)
+    ep800 = "triplet_resnet50_8xb196-amp-accum4-coslr-1000e_in1k_ep800"
     for moco in ("det_voc0712_moco", "det_coco_c4_moco"):
         assert moco in cfg["benchmarks"] and not BENCHMARKS[moco].every_model
         rows = set(re.findall(rf"results/benchmarks/{moco}/([^/\s]+)/metrics\.json", result.stdout))
-        assert triplet and rows == triplet, moco  # no other model, no random baseline
+        listing = {name for name in triplet if moco in _model_cfg(workdir, name).get("extra_benchmarks", [])}
+        assert listing and rows == {*listing, ep800}, moco  # no other model, no random baseline
     voc = set(re.findall(r"results/benchmarks/det_voc0712/([^/\s]+)/metrics\.json", result.stdout))
-    assert voc == {*cfg["models"], "random"}  # the model zoo's protocol: every row
+    snapshots = {f"{ep800[: -len('_ep800')]}_ep{epoch}" for epoch in (940, 800)}
+    assert voc == {*cfg["models"], *snapshots, "random"}  # the model zoo's protocol: every row
     # Triplet's reported VOC numbers sit under the protocol that produced them
     for name in triplet:
         model_cfg = yaml.safe_load((workdir / "config" / "models" / f"{name}.yaml").read_text())
-        assert "det_voc0712" not in model_cfg.get("reported", {}) and "det_coco" not in model_cfg.get("reported", {})
+        assert "det_voc0712" not in model_cfg.get("reported", {}) and "det_coco" not in model_cfg.get(
+            "reported", {}
+        )
     mini = yaml.safe_load((workdir / "config" / "mini.yaml").read_text())
     mini_cfgs = {
-        name: yaml.safe_load((workdir / "config" / "models" / f"{name}.yaml").read_text()) for name in mini["models"]
+        name: yaml.safe_load((workdir / "config" / "models" / f"{name}.yaml").read_text())
+        for name in mini["models"]
     }
     for moco in ("det_voc0712_moco", "det_coco_c4_moco"):
         assert rows_of(moco, mini_cfgs, 0) == [n for n in mini["models"] if n.startswith("triplet_")]
@@ -211,14 +244,15 @@ def test_a_table_or_page_file_plans_only_what_it_needs(workdir: Path) -> None:
         assert result.returncode == 0, result.stderr + result.stdout
         return planned_jobs(result.stdout)
 
+    n_rows = len(cfg["models"]) + len(snapshots_of(model_configs(workdir, cfg["models"]))) + 1
     knn = plan("results/tables/benchmarks/knn_imagenet.md")
-    assert knn["benchmark_table"] == 1 and knn["knn"] == len(cfg["models"]) + 1
+    assert knn["benchmark_table"] == 1 and knn["knn"] == n_rows
     assert not any(
         knn[rule] for rule in ("linear", "semi", "svm", "detection", "method_page", "model_zoo_table")
     )
     # the AvgPool protocol's jobs fill the same table
     linear = plan("results/tables/benchmarks/linear_imagenet.md")
-    assert linear["linear"] == 2 * (len(cfg["models"]) + 1) and linear["knn"] == 0
+    assert linear["linear"] == 2 * n_rows and linear["knn"] == 0
     page = plan("results/tables/byol.md")
     assert page["method_page"] == 1 and page["model_zoo_table"] == 0
     byol = [name for name in cfg["models"] if name.startswith("byol_")]
@@ -364,12 +398,21 @@ def test_own_protocols_are_planned_only_for_the_models_that_list_them(workdir: P
     planned = _planned_results(result.stdout)
     assert planned["linear_avgpool_lars_imagenet"] == {"byol_resnet50_8xb32-accum16-coslr-200e_in1k"}
     assert planned["linear_triplet_less_imagenet"] == {"triplet_resnet50_8xb128-amp-accum4-coslr-200e_in1k"}
-    assert planned["linear_triplet_more_imagenet"] == {"triplet_resnet50_8xb128-amp-accum4-coslr-800e_in1k"}
-    assert planned["linear_avgpool_imagenet"] == {*cfg["models"], "random"}  # the common protocol: every row
+    longer = "triplet_resnet50_8xb196-amp-accum4-coslr-1000e_in1k"
+    # the README's 75.9: its epoch-940 checkpoint; neither epoch 800 nor the final one lists it
+    assert planned["linear_triplet_more_imagenet"] == {f"{longer}_ep940"}
+    # the common protocol: every row, the kept epochs' too
+    assert planned["linear_avgpool_imagenet"] == {
+        *cfg["models"],
+        f"{longer}_ep940",
+        f"{longer}_ep800",
+        "random",
+    }
     # the mini zoo: BYOL's and Triplet's mini models run their papers' protocols, nothing else does
     result = snakemake(workdir, "-n", "--configfile", "config/mini.yaml", "--cores", "1")
     assert result.returncode == 0, result.stderr + result.stdout
     planned = _planned_results(result.stdout)
+    assert "rule extract_snapshot" not in result.stdout  # the mini zoo keeps no epoch as a model
     assert planned["linear_avgpool_lars_imagenet"] == {"byol_resnet18_mini"}
     assert planned["linear_triplet_less_imagenet"] == {"triplet_resnet18_mini"}
     assert "linear_triplet_more_imagenet" not in planned
@@ -399,3 +442,79 @@ def test_reported_numbers_of_an_own_protocol_not_listed_stop_the_workflow(
         f"config/models/{model}.yaml: reported.{benchmark} holds numbers of a paper's own protocol, which "
         f"runs only for the models that list it; add '{benchmark}' to the model's extra_benchmarks"
     ) in out
+
+
+LONGER = "triplet_resnet50_8xb196-amp-accum4-coslr-1000e_in1k"
+
+
+def test_kept_epochs_are_extracted_after_their_run_and_benchmarked_as_models(workdir: Path) -> None:
+    cfg = placeholder_datasets(workdir)
+    result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    # one job per kept epoch: after the run (its final checkpoint is the input), reading the
+    # epoch's checkpoint from the run's work folder
+    commands = sorted(
+        line.split("Shell command: ")[1]
+        for line in result.stdout.splitlines()
+        if "sslzoo extract-snapshot" in line
+    )
+    assert commands == [
+        f"python -m sslzoo extract-snapshot --final results/pretrain/{LONGER}/final.pth"
+        f" --work-dir results/pretrain/{LONGER}/work --epoch {epoch} --out results/backbones/{LONGER}_ep{epoch}.pth"
+        f" > logs/extract_backbone/{LONGER}_ep{epoch}.log 2>&1"
+        for epoch in (800, 940)
+    ]
+    # each kept epoch runs every common benchmark, and of the papers' own only those it lists
+    snapshots = snapshots_of(model_configs(workdir, cfg["models"]))
+    assert set(snapshots) == {f"{LONGER}_ep940", f"{LONGER}_ep800"}
+    planned = _planned_results(result.stdout)
+    for benchmark in cfg["benchmarks"]:
+        for name, snapshot in snapshots.items():
+            listed = BENCHMARKS[benchmark].every_model or benchmark in snapshot["extra_benchmarks"]
+            assert (name in planned.get(benchmark, set())) == listed, (benchmark, name)
+    # the Triplet page shows them (with the reported numbers of its config's snapshots)
+    result = snakemake(
+        workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1", "results/tables/triplet.md"
+    )
+    page = next(line for line in result.stdout.splitlines() if "sslzoo tables --method triplet" in line)
+    metrics = set(re.findall(r"results/benchmarks/(\w+)/([\w.-]+)/metrics\.json", page))
+    assert ("linear_triplet_more_imagenet", f"{LONGER}_ep940") in metrics
+    assert ("det_coco_c4_moco", f"{LONGER}_ep800") in metrics and (
+        "knn_imagenet",
+        f"{LONGER}_ep800",
+    ) in metrics
+    models = page.split(" --models ")[1].split(" --")[0].split()
+    assert f"config/models/{LONGER}.yaml" in models and not any("_ep" in name for name in models)
+
+
+def test_bad_snapshots_stop_the_workflow_naming_the_file_and_a_good_one_is_planned(workdir: Path) -> None:
+    path = workdir / "config" / "models" / "triplet_resnet18_mini.yaml"
+    text = path.read_text()
+    path.write_text(text + "snapshots: [{epoch: 11}]\n")  # the mini run has 10 epochs
+    result = snakemake(workdir, "-n", "--configfile", "config/mini.yaml", "--cores", "1")
+    assert result.returncode != 0
+    out = " ".join((result.stdout + result.stderr).split())
+    assert (
+        "config/models/triplet_resnet18_mini.yaml: snapshots[0].epoch: 11 is beyond train.epochs (10)" in out
+    )
+    assert "list an epoch from 1 to 10, or remove the entry" in out
+
+    path.write_text(
+        text + "snapshots: [{epoch: 5, reported: {linear_triplet_more_imagenet: {AvgPool: 1.0}}}]\n"
+    )
+    result = snakemake(workdir, "-n", "--configfile", "config/mini.yaml", "--cores", "1")
+    assert result.returncode != 0
+    out = " ".join((result.stdout + result.stderr).split())
+    assert (
+        "config/models/triplet_resnet18_mini.yaml: snapshot epoch 5: reported.linear_triplet_more_imagenet holds "
+        "numbers of a paper's own protocol"
+    ) in out
+
+    path.write_text(text + "snapshots: [{epoch: 5}]\n")
+    result = snakemake(workdir, "-n", "--configfile", "config/mini.yaml", "--cores", "1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert planned_jobs(result.stdout)["extract_snapshot"] == 1
+    planned = _planned_results(result.stdout)
+    assert "triplet_resnet18_mini_ep5" in planned["knn_imagenet"]  # a common protocol
+    # not the model's own protocols: a snapshot lists its own (none here)
+    assert "triplet_resnet18_mini_ep5" not in planned["linear_triplet_less_imagenet"]

@@ -57,6 +57,33 @@ rule extract_backbone:
         "python -m sslzoo extract-backbone --checkpoint {input} --out {output} > {log} 2>&1"
 
 
+# A checkpoint the run kept at an epoch listed under `snapshots:` (work/epoch_<N>.pth, written
+# atomically at that epoch's end and never removed) is a model of its own, `<model>_ep<N>`. The
+# kept file is not a declared output (the work folder never is); the input is the run's final
+# checkpoint, so extraction waits for the run to finish and reruns when the run does.
+rule extract_snapshot:
+    input:
+        snapshot_final,
+    output:
+        "results/backbones/{snapshot}.pth",
+    params:
+        work_dir=snapshot_work_dir,
+        epoch=snapshot_epoch,
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/extract_backbone/{snapshot}.log",
+    benchmark:
+        "logs/benchmarks/extract_backbone/{snapshot}.tsv"
+    threads: res("extract_backbone", "threads")
+    resources:
+        mem_mb=res("extract_backbone", "mem_mb"),
+        runtime=res("extract_backbone", "runtime"),
+    shell:
+        "python -m sslzoo extract-snapshot --final {input} --work-dir {params.work_dir}"
+        " --epoch {params.epoch} --out {output} > {log} 2>&1"
+
+
 rule import_external:
     input:
         external_checkpoint,

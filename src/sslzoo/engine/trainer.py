@@ -28,8 +28,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from sslzoo.config import load_model_config
+from sslzoo.config import load_model_config, training_config
 from sslzoo.data.datasets import ManifestDataset
+from sslzoo.engine.snapshots import check_kept, keep_snapshot
 from sslzoo.errors import SslzooError
 from sslzoo.io import atomic_write_bytes, file_digest, git_revision, write_json
 from sslzoo.methods import METHODS
@@ -47,13 +48,6 @@ from sslzoo.runtime.schedules import build_schedule, per_group
 
 __all__ = ["LATEST", "TRAIN_LOG", "pretrain_from_files", "train"]
 
-# Config keys that do not change training: a checkpoint written under other values still resumes.
-_NOT_TRAINING_KEYS = ("title", "reported")
-
-
-def _training_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in cfg.items() if key not in _NOT_TRAINING_KEYS}
-
 
 def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Key paths whose values differ between two configs."""
@@ -67,7 +61,7 @@ def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 @dataclass(frozen=True)
 class PretrainIdentity:
-    """A pretraining run: its training config (the title and reported numbers aside), seed,
+    """A pretraining run: its training config (:func:`sslzoo.config.training_config`), seed,
     iterations per epoch and input digests; saved with the process count and the global
     generators' state (see :class:`~sslzoo.runtime.run_dir.RunIdentity`)."""
 
@@ -78,7 +72,7 @@ class PretrainIdentity:
     inputs: dict[str, str] = field(default_factory=dict)
 
     def changes(self, state: Mapping[str, Any]) -> list[str]:
-        differences = _config_differences(_training_config(state["config"]), _training_config(self.cfg))
+        differences = _config_differences(training_config(state["config"]), training_config(self.cfg))
         if state.get("seed") != self.seed:
             differences.append(f"seed ({state.get('seed')} -> {self.seed})")
         if state.get("iters_per_epoch") != self.iters_per_epoch:
@@ -115,15 +109,20 @@ def _method_step(
     return {"loss": outputs["loss"], **{key: outputs[key] for key in sorted(outputs) if key != "loss"}}
 
 
-def _warn_world_size(state: Mapping[str, Any], ctx: DistContext) -> None:
+def _on_resume(
+    state: Mapping[str, Any], *, ctx: DistContext, run_dir: RunDir, cfg: dict[str, Any], source: str
+) -> None:
     """On resume: say when the process count differs from the saved run's (the data order
-    follows ``(seed, epoch, rank)``, so it changes). No generator state is restored: every epoch
-    reseeds the global generators from ``(seed, epoch, rank)`` before its first batch."""
+    follows ``(seed, epoch, rank)``, so it changes), and stop when a listed snapshot epoch
+    already passed has no kept checkpoint (:func:`~sslzoo.engine.snapshots.check_kept`). No
+    generator state is restored: every epoch reseeds the global generators from
+    ``(seed, epoch, rank)`` before its first batch."""
     if state.get("world_size") != ctx.world_size:
         say(
             ctx,
             f"resuming a {state.get('world_size')}-process run with {ctx.world_size}: the data order changes",
         )
+    check_kept(run_dir, cfg, int(state["epoch"]), source)
 
 
 def train(
@@ -146,7 +145,9 @@ def train(
         dataset: yields ``(views, label)``; only ``views`` (the output of ``method.views(cfg)``)
             is used, collated by the default collate function.
         cfg: a validated model config (:func:`sslzoo.config.load_model_config`).
-        work_dir: holds ``latest.pth`` (resume state) and ``train_log.jsonl``.
+        work_dir: holds ``latest.pth`` (resume state), ``train_log.jsonl`` and the checkpoints
+            of the epochs listed under ``snapshots:`` (``epoch_<N>.pth``,
+            :mod:`sslzoo.engine.snapshots`).
         out: where the final checkpoint goes (``{"state_dict", "meta"}``; ``meta["run"]`` is the
             run record); None writes none.
         seed: seeds the data order and augmentation (with the epoch, rank and worker).
@@ -202,9 +203,12 @@ def train(
         schedules={"lr": per_group(optimizer, schedule.lr)},
         accumulate=accumulate,
         after_step=None if method_after_step is None else lambda done: method_after_step(done / total_iters),
+        at_epoch_end=partial(keep_snapshot, method=method, cfg=cfg, run_dir=run_dir, ctx=ctx),
         seed=seed,
         ctx=ctx,
-        on_resume=partial(_warn_world_size, ctx=ctx),
+        on_resume=partial(
+            _on_resume, ctx=ctx, run_dir=run_dir, cfg=cfg, source=str(protocol_path or "the model config")
+        ),
         divergence_advice="lower train.optimizer.lr or the warm-up start (train.schedule.warmup_ratio)",
     )
 

@@ -63,6 +63,7 @@ def fit(
     schedules: Mapping[str, Sequence[Schedule]] | None = None,
     accumulate: int = 1,
     after_step: Callable[[int], None] | None = None,
+    at_epoch_end: Callable[[int], None] | None = None,
     checkpoint_every: int | None = None,
     seed: int = 0,
     ctx: DistContext | None = None,
@@ -90,6 +91,10 @@ def fit(
             forward; the log's ``lr`` is the first group's.
         accumulate: micro-batches per iteration (DDP synchronises the last one only).
         after_step: called with the iterations done after every optimizer step (BYOL's EMA).
+        at_epoch_end: epochs only: called on every process with the epoch just finished
+            (1-based) before that epoch's resume state is written, so a resume state never
+            runs ahead of what it saved (a run killed in between redoes the epoch and calls it
+            again); the pretraining keeps its snapshot checkpoints so.
         checkpoint_every: iterations between ``latest.pth`` writes (default: one epoch, or only
             the end for a stream); the last iteration always writes one.
         seed: the reseeding of the global generators (with the epoch or iteration and rank).
@@ -170,6 +175,8 @@ def fit(
                     log.flush()
                 bar.update(1)
                 bar.set_postfix(loss=f"{means[0]:.4f}", lr=f"{lr:.3g}")
+                if iters_per_epoch and iteration == epoch_end and at_epoch_end is not None:
+                    at_epoch_end(epoch + 1)
                 if iteration % checkpoint_every == 0 or iteration == total_iters:
                     progress = {"epoch": iteration // per_epoch} if iters_per_epoch else {}
                     state = {"state_dict": state_module.state_dict(), "optimizer": optimizer.state_dict()}

@@ -1,9 +1,13 @@
-"""The work folder of a resumable training run: ``latest.pth`` and ``train_log.jsonl``.
+"""The work folder of a resumable training run: ``latest.pth``, ``train_log.jsonl`` and the
+kept epoch checkpoints ``epoch_<N>.pth``.
 
 ``latest.pth`` holds what resuming needs (weights, optimizer, progress and the entries that
 identify the run) and is written atomically (:func:`~sslzoo.runtime.checkpoint.save_atomic`).
-A state written for another run (:class:`RunIdentity` says what changed) is never mixed with
-this one: it is moved with its log to ``superseded-<time>/`` and training starts over.
+``epoch_<N>.pth`` (:meth:`RunDir.snapshot`, mmcv's name for the checkpoint of epoch N) is a
+checkpoint the run keeps beside it; nothing overwrites or removes it but a later write of the
+same epoch. A state written for another run (:class:`RunIdentity` says what changed) is never
+mixed with this one: it is moved with its log and kept checkpoints to ``superseded-<time>/``
+and training starts over.
 ``train_log.jsonl`` has one JSON object per optimizer step, with its ``iter`` (1-based); a
 resumed run first drops the lines past the iteration it resumes from, since it redoes them.
 """
@@ -27,6 +31,12 @@ from sslzoo.runtime.progress import say
 
 LATEST = "latest.pth"
 TRAIN_LOG = "train_log.jsonl"
+SNAPSHOT = "epoch_{epoch}.pth"
+
+
+def snapshot_path(work_dir: str | os.PathLike[str], epoch: int) -> Path:
+    """``work_dir/epoch_<epoch>.pth``: the checkpoint of ``epoch`` a run keeps (:meth:`RunDir.snapshot`)."""
+    return Path(work_dir) / SNAPSHOT.format(epoch=int(epoch))
 
 
 class RunIdentity(Protocol):
@@ -96,11 +106,16 @@ class RunDir:
         barrier(ctx)
         return None
 
+    def snapshot(self, epoch: int) -> Path:
+        """The kept checkpoint of ``epoch``: ``path/epoch_<epoch>.pth``."""
+        return snapshot_path(self.path, epoch)
+
     def set_aside(self) -> Path:
-        """Move ``latest.pth`` and the log into ``superseded-<time>/``; return that folder."""
+        """Move ``latest.pth``, the log and the kept epoch checkpoints into
+        ``superseded-<time>/``; return that folder."""
         aside = self.path / time.strftime("superseded-%Y%m%d-%H%M%S")
         aside.mkdir(parents=True, exist_ok=True)
-        for path in (self.latest, self.log):
+        for path in (self.latest, self.log, *sorted(self.path.glob(SNAPSHOT.format(epoch="*")))):
             if path.exists():
                 path.replace(aside / path.name)
         return aside
