@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
 
 from sslzoo.benchmarks.registry import BENCHMARKS, of_kind
-from tests.workflow.conftest import make_placeholders, placeholder_datasets, snakemake
+from tests.workflow.conftest import REPO, make_placeholders, placeholder_datasets, snakemake
 
 
 def snapshots_of(model_cfgs: dict[str, dict]) -> dict[str, dict]:
@@ -55,10 +58,27 @@ def planned_jobs(stdout: str) -> Counter:
     return counts
 
 
-def test_full_zoo_dry_run_lists_expected_jobs(workdir: Path) -> None:
+class FullPlan(NamedTuple):
+    """A dry run of the full zoo: its scratch directory, config/config.yaml, the run's output."""
+
+    workdir: Path
+    cfg: dict
+    result: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def full_plan(tmp_path_factory: pytest.TempPathFactory) -> FullPlan:
+    """One dry run of config/config.yaml, shared by the tests that only read its plan."""
+    workdir = tmp_path_factory.mktemp("full_plan")
+    shutil.copytree(REPO / "config", workdir / "config")
     cfg = placeholder_datasets(workdir)
     result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
     assert result.returncode == 0, result.stderr + result.stdout
+    return FullPlan(workdir, cfg, result)
+
+
+def test_full_zoo_dry_run_lists_expected_jobs(full_plan: FullPlan) -> None:
+    workdir, cfg, result = full_plan
     jobs = planned_jobs(result.stdout)
     n_pretrained = len(cfg["models"])
     benchmarks = cfg["benchmarks"]
@@ -164,10 +184,8 @@ def _model_cfg(workdir: Path, name: str) -> dict:
     return yaml.safe_load((workdir / "config" / "models" / f"{name}.yaml").read_text())
 
 
-def test_mocos_detection_protocols_are_planned_only_for_the_triplet_models(workdir: Path) -> None:
-    cfg = placeholder_datasets(workdir)
-    result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
-    assert result.returncode == 0, result.stderr + result.stdout
+def test_mocos_detection_protocols_are_planned_only_for_the_triplet_models(full_plan: FullPlan) -> None:
+    workdir, cfg, result = full_plan
     triplet = {name for name in cfg["models"] if name.startswith("triplet_")}
     # and the checkpoint the README's detection numbers come from (epoch 800 of the 1000-epoch run)
     ep800 = "triplet_resnet50_8xb196-amp-accum4-coslr-1000e_in1k_ep800"
@@ -391,10 +409,8 @@ def _planned_results(stdout: str) -> dict[str, set[str]]:
     return planned
 
 
-def test_own_protocols_are_planned_only_for_the_models_that_list_them(workdir: Path) -> None:
-    cfg = placeholder_datasets(workdir)
-    result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
-    assert result.returncode == 0, result.stderr + result.stdout
+def test_own_protocols_are_planned_only_for_the_models_that_list_them(full_plan: FullPlan) -> None:
+    workdir, cfg, result = full_plan
     planned = _planned_results(result.stdout)
     assert planned["linear_avgpool_lars_imagenet"] == {"byol_resnet50_8xb32-accum16-coslr-200e_in1k"}
     assert planned["linear_triplet_less_imagenet"] == {"triplet_resnet50_8xb128-amp-accum4-coslr-200e_in1k"}
@@ -447,10 +463,8 @@ def test_reported_numbers_of_an_own_protocol_not_listed_stop_the_workflow(
 LONGER = "triplet_resnet50_8xb196-amp-accum4-coslr-1000e_in1k"
 
 
-def test_kept_epochs_are_extracted_after_their_run_and_benchmarked_as_models(workdir: Path) -> None:
-    cfg = placeholder_datasets(workdir)
-    result = snakemake(workdir, "-n", "--configfile", "config/config.yaml", "--cores", "1")
-    assert result.returncode == 0, result.stderr + result.stdout
+def test_kept_epochs_are_extracted_after_their_run_and_benchmarked_as_models(full_plan: FullPlan) -> None:
+    workdir, cfg, result = full_plan
     # one job per kept epoch: after the run (its final checkpoint is the input), reading the
     # epoch's checkpoint from the run's work folder
     commands = sorted(
