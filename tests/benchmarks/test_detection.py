@@ -29,6 +29,7 @@ from sslzoo.benchmarks.detection.detectron2_engine import (
 from sslzoo.benchmarks.detection.evaluate import (
     coco_metrics,
     coco_results,
+    encode_masks,
     voc_ap,
     voc_class_ap,
     voc_detection_metrics,
@@ -253,6 +254,32 @@ def test_coco_metrics_perfect_and_one_miss(tmp_path):
         {f"{m}({t})": expected for m in ("mAP", "AP50", "AP75") for t in ("Box", "Mask")}
     )
     assert coco_metrics(data.coco, [], ("bbox",)) == {"mAP(Box)": 0.0, "AP50(Box)": 0.0, "AP75(Box)": 0.0}
+
+
+def test_ground_truth_as_model_output_scores_100_and_masks_below_half_score_0(tmp_path):
+    # the path of a model's output: boxes as xyxy, mask probabilities [K, 1, H, W] -> RLEs
+    data, _ = _coco_gt(tmp_path)
+
+    def as_output(low: float, high: float) -> dict[int, dict]:
+        out = {}
+        for index in range(len(data)):
+            target = data.target(index)
+            probs = target["masks"].float()[:, None] * (high - low) + low
+            out[index] = {
+                "boxes": target["boxes"].numpy(),
+                "scores": np.full(len(target["boxes"]), 0.9),
+                "labels": target["labels"].numpy(),
+                "masks": encode_masks(probs),
+            }
+        return out
+
+    perfect = coco_results(as_output(0.1, 0.9), data.image_ids, data.category_ids)
+    assert coco_metrics(data.coco, perfect, ("bbox", "segm"), data.image_ids) == pytest.approx(
+        {f"{m}({t})": 100.0 for m in ("mAP", "AP50", "AP75") for t in ("Box", "Mask")}
+    )
+    empty = coco_results(as_output(0.1, 0.45), data.image_ids, data.category_ids)  # all < 0.5
+    scores = coco_metrics(data.coco, empty, ("bbox", "segm"), data.image_ids)
+    assert scores["mAP(Box)"] == pytest.approx(100.0) and scores["mAP(Mask)"] == 0.0
 
 
 # --------------------------------------------------------------------------------------------
