@@ -29,6 +29,7 @@ from sslzoo.benchmarks.detection.detectron2_engine import (
 from sslzoo.benchmarks.detection.evaluate import (
     coco_metrics,
     coco_results,
+    encode_masks,
     voc_ap,
     voc_class_ap,
     voc_detection_metrics,
@@ -253,6 +254,32 @@ def test_coco_metrics_perfect_and_one_miss(tmp_path):
         {f"{m}({t})": expected for m in ("mAP", "AP50", "AP75") for t in ("Box", "Mask")}
     )
     assert coco_metrics(data.coco, [], ("bbox",)) == {"mAP(Box)": 0.0, "AP50(Box)": 0.0, "AP75(Box)": 0.0}
+
+
+def test_ground_truth_as_model_output_scores_100_and_masks_below_half_score_0(tmp_path):
+    # the path of a model's output: boxes as xyxy, mask probabilities [K, 1, H, W] -> RLEs
+    data, _ = _coco_gt(tmp_path)
+
+    def as_output(low: float, high: float) -> dict[int, dict]:
+        out = {}
+        for index in range(len(data)):
+            target = data.target(index)
+            probs = target["masks"].float()[:, None] * (high - low) + low
+            out[index] = {
+                "boxes": target["boxes"].numpy(),
+                "scores": np.full(len(target["boxes"]), 0.9),
+                "labels": target["labels"].numpy(),
+                "masks": encode_masks(probs),
+            }
+        return out
+
+    perfect = coco_results(as_output(0.1, 0.9), data.image_ids, data.category_ids)
+    assert coco_metrics(data.coco, perfect, ("bbox", "segm"), data.image_ids) == pytest.approx(
+        {f"{m}({t})": 100.0 for m in ("mAP", "AP50", "AP75") for t in ("Box", "Mask")}
+    )
+    empty = coco_results(as_output(0.1, 0.45), data.image_ids, data.category_ids)  # all < 0.5
+    scores = coco_metrics(data.coco, empty, ("bbox", "segm"), data.image_ids)
+    assert scores["mAP(Box)"] == pytest.approx(100.0) and scores["mAP(Mask)"] == 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,6 +605,7 @@ def test_detectron2_weights_round_trip(r18, tmp_path):
 def test_detectron2_engine_without_detectron2_is_a_clear_error(tmp_path, r18):
     raw = yaml.safe_load((CONFIG_DIR / "det_voc0712_mini.yaml").read_text())
     raw["engine"] = "detectron2"
+    raw["test"].pop("max_images", None)  # detectron2 evaluates every test image
     config = tmp_path / "d2.yaml"
     config.write_text(yaml.safe_dump(raw))
     voc = tmp_path / "VOC2007"
@@ -655,7 +683,7 @@ def test_voc_benchmark_end_to_end_and_rerun(tmp_path, r18):
         "torchvision",
         2,
     )
-    assert meta["num_train"] == 4 and meta["num_test"] == 2
+    assert meta["num_train"] == 4 and meta["num_test"] == meta["num_test_split"] == 2
     run = meta["run"]  # one process took the whole batch of 2, as the mini protocol's one process
     assert (run["world_size"], run["per_process_batch"], run["total_batch"], run["seed"]) == (1, 2, 2, 0)
     assert run["protocol"]["gpus"] == raw["gpus"] and run["protocol"]["total_batch"] == 2
@@ -687,7 +715,7 @@ def test_coco_benchmark_end_to_end(tmp_path, r18, protocol):
     # one epoch (solver.max_epochs): as many iterations as batches of 2 in the training set
     del raw["solver"]["max_iter"]
     raw["solver"].update(batch_size=2, max_epochs=1, steps=[1], warmup_iters=1)
-    raw.update(workers=0, test={"precise_bn_iters": 0, "batch_size": 2})
+    raw.update(workers=0, test={"precise_bn_iters": 0, "batch_size": 2, "max_images": 1})
     config = tmp_path / "coco.yaml"
     config.write_text(yaml.safe_dump(raw))
     out = tmp_path / "det_coco" / "random" / "metrics.json"
@@ -709,6 +737,7 @@ def test_coco_benchmark_end_to_end(tmp_path, r18, protocol):
     meta = json.loads(out.read_text())["meta"]
     assert meta["num_classes"] == 2 and meta["num_train"] >= 2
     assert meta["max_iter"] == meta["iterations"] == -(-meta["num_train"] // 2)
+    assert (meta["num_test"], meta["num_test_split"]) == (1, 2)  # test.max_images: the first of two
 
 
 def test_rank0_wait_ends_when_the_file_holds_the_text_and_fails_clearly_after_its_timeout(tmp_path):

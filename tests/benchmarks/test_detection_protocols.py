@@ -3,6 +3,7 @@ difficult boxes left out, L1 box losses, the 4conv1fc box head, schedules in epo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,10 @@ from sslzoo.benchmarks.detection.models import (
     conv_fc_box_head,
 )
 from sslzoo.benchmarks.detection.train import load_detection_config
+from sslzoo.benchmarks.protocol_files import schema_default
 from sslzoo.checkpoints import random_backbone
 from sslzoo.data.detection import VocDetection
+from sslzoo.data.mini import MiniSizes
 from sslzoo.errors import SslzooError
 from tests.benchmarks.protocols import reference_gpus_and_batch
 
@@ -195,7 +198,34 @@ def test_mini_files_have_their_full_protocols_shape():
         )
         assert mini.solver.weight_decay_norm == full.solver.weight_decay_norm, name
         assert (mini.test.precise_bn_iters > 0) == (full.test.precise_bn_iters > 0), name
-        assert mini.solver.max_iter == 20 and mini.gpus == 1, name  # today's mini scale
+        # the mini scale: one process, at most 100 training images seen
+        assert mini.solver.max_iter * mini.solver.batch_size <= 100 and mini.gpus == 1, name
+    full, mini = (load_detection_config(CONFIG_DIR / f"det_coco{s}.yaml")[0].solver for s in ("", "_mini"))
+    # the mini COCO schedule steps at the full one's fractions of its epochs (8/12, 11/12)
+    assert mini.steps == tuple(round(mini.max_iter * e / full.max_epochs) for e in full.steps)
+
+
+def test_test_subsets_are_off_by_default_and_cut_only_mini_test_sets(tmp_path):
+    assert schema_default("det", "test", "max_images") is None
+    assert load_detection_config(CONFIG_DIR / "det_voc0712.yaml")[0].test.max_images is None
+    for name in ("det_voc0712", "det_voc0712_moco", "det_coco", "det_coco_c4_moco"):
+        full, raw = load_detection_config(CONFIG_DIR / f"{name}.yaml")
+        assert full.test.max_images is None and "max_images" not in raw.get("test", {}), name
+        mini = load_detection_config(CONFIG_DIR / f"{name}_mini.yaml")[0].test.max_images
+        test_images = MiniSizes().voc2007_test if full.dataset == "voc0712" else MiniSizes().coco_val
+        assert mini is None or mini < test_images, name  # a subset, not the split again
+    for name in ("det_voc0712_mini", "det_voc0712_moco_mini"):  # the 400-image test split, cut
+        assert load_detection_config(CONFIG_DIR / f"{name}.yaml")[0].test.max_images is not None, name
+    raw = yaml.safe_load((CONFIG_DIR / "det_voc0712_moco.yaml").read_text())
+    raw["engine"] = "detectron2"
+    raw.setdefault("test", {})["max_images"] = 10
+    (tmp_path / "d2.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(SslzooError, match="d2.yaml: test.max_images: engine detectron2"):
+        load_detection_config(tmp_path / "d2.yaml")
+    raw["test"]["max_images"] = 0
+    (tmp_path / "zero.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(SslzooError, match="zero.yaml: test.max_images"):
+        load_detection_config(tmp_path / "zero.yaml")
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,7 +258,8 @@ def test_epoch_and_iteration_lengths_are_exclusive_and_steps_checked(tmp_path):
         load_detection_config(tmp_path / "both.yaml")
     del raw["solver"]["max_iter"]
     (tmp_path / "late.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(SslzooError, match=r"late.yaml: solver.steps: \[13, 18\] go past solver.max_epochs 3"):
+    late = re.escape(f"late.yaml: solver.steps: {raw['solver']['steps']} go past solver.max_epochs 3")
+    with pytest.raises(SslzooError, match=late):
         load_detection_config(tmp_path / "late.yaml")
 
 

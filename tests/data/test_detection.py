@@ -18,6 +18,7 @@ from sslzoo.data.detection import (
     collate_detection,
     hflip_boxes,
     parse_voc_xml,
+    spread_positions,
     voc_boxes_to_xyxy,
 )
 from sslzoo.errors import SslzooError
@@ -112,6 +113,34 @@ def test_broken_voc_annotation_names_the_file(tmp_path, text, needle):
     with pytest.raises(SslzooError, match=needle) as info:
         VocDetection([(voc, "trainval")])
     assert str(bad) in str(info.value)
+
+
+def test_spread_positions_is_the_documented_rule_and_the_same_on_every_call():
+    assert spread_positions(10, 4) == [0, 2, 5, 7]  # floor(k * 10 / 4), k = 0..3
+    assert spread_positions(400, 100) == list(range(0, 400, 4))
+    assert spread_positions(7, 3) == [0, 2, 4]
+    for count, limit in ((400, 150), (40, 40), (1, 1), (13, 5)):
+        expected = [int(np.floor(k * count / limit)) for k in range(limit)]
+        assert spread_positions(count, limit) == expected == spread_positions(count, limit)
+        assert len(set(expected)) == limit and expected == sorted(expected)
+    assert spread_positions(5, None) == spread_positions(5, 5) == spread_positions(5, 9) == [0, 1, 2, 3, 4]
+    with pytest.raises(SslzooError, match="max_images"):
+        spread_positions(5, 0)
+
+
+def test_select_keeps_the_chosen_images_renumbered(tmp_path):
+    voc = make_voc(tmp_path / "VOC2007", ["000001", "000002", "000003", "000004"], split="test")
+    data = VocDetection([(voc, "test")])
+    subset = data.select([1, 3])
+    assert len(subset) == 2 and len(data) == 4
+    assert [p.stem for p in subset.images] == ["000002", "000004"]
+    assert [a.image_id for a in subset.annotations] == ["000002", "000004"]
+    torch.testing.assert_close(subset[1][0], data[3][0])
+    assert int(subset[1][1]["index"]) == 1  # renumbered: predictions key by the subset's rows
+    images, ann = make_coco(tmp_path / "coco")
+    coco = CocoDetection(images, ann, train=False)
+    assert coco.select([1]).image_ids == [9] and coco.image_ids == [5, 9]
+    torch.testing.assert_close(coco.select([1])[0][0], coco[1][0])
 
 
 def test_missing_voc_annotation_and_list(tmp_path):

@@ -23,12 +23,16 @@ Conventions follow detectron2 (``detectron2/data/datasets/pascal_voc.py``, ``coc
   the random choice comes from the sample seed the iteration sampler passes with the index
   (``dataset[(index, seed)]``), so a resumed run sees the same flips.
 
+- A test set can be cut to a fixed subset (protocol ``test.max_images``, used by the mini
+  protocols only): :func:`spread_positions` picks the images, ``select`` keeps them.
+
 A malformed annotation file (not XML, not JSON, a missing or non-numeric field, an unknown
 class) raises :class:`~sslzoo.errors.SslzooError` naming the file.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -148,6 +152,21 @@ def _split_item(item: int | tuple[int, int]) -> tuple[int, int | None]:
     return int(item), None
 
 
+def spread_positions(count: int, max_images: int | None) -> list[int]:
+    """Positions of the evaluated images among ``count`` test images (protocol ``test.max_images``).
+
+    None, or a limit of at least ``count``: every position. Else ``max_images`` positions spread
+    evenly over the list, ``floor(k * count / max_images)`` for ``k = 0 .. max_images - 1``
+    (``count=10, max_images=4`` -> ``[0, 2, 5, 7]``): no random numbers, so the same images on
+    every run and every machine, and the whole list is covered even where it is ordered by source.
+    """
+    if max_images is None or max_images >= count:
+        return list(range(count))
+    if max_images < 1:
+        raise SslzooError(f"test.max_images must be at least 1 or null, got {max_images}")
+    return [k * count // max_images for k in range(max_images)]
+
+
 class VocDetection(Dataset):
     """VOC detection over one or more ``(VOC{year} dir, split)`` pairs, in the given order.
 
@@ -193,6 +212,13 @@ class VocDetection(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def select(self, positions: list[int]) -> VocDetection:
+        """A copy holding only the images at ``positions`` (in that order), renumbered from 0."""
+        subset = copy.copy(self)
+        subset.images = [self.images[i] for i in positions]
+        subset.annotations = [self.annotations[i] for i in positions]
+        return subset
 
     def target(self, index: int) -> Target:
         """The annotation of image ``index`` as a target (no flip)."""
@@ -307,6 +333,13 @@ class CocoDetection(Dataset):
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def select(self, positions: list[int]) -> CocoDetection:
+        """A copy holding only the images at ``positions`` of ``image_ids`` (in that order),
+        renumbered from 0; ``coco`` (all annotations) is shared."""
+        subset = copy.copy(self)
+        subset.image_ids = [self.image_ids[i] for i in positions]
+        return subset
 
     def _mask(self, ann: dict[str, Any], height: int, width: int) -> np.ndarray:
 

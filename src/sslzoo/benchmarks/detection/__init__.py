@@ -15,7 +15,10 @@ Two engines read the same protocol file (``config/benchmarks/det_*.yaml``):
 ``results/benchmarks/{benchmark}/{model}/metrics.json`` with the table's columns (in %):
 ``AP50``, ``AP``, ``AP75`` for VOC; ``mAP(Box)``, ``AP50(Box)``, ``AP75(Box)``,
 ``mAP(Mask)``, ``AP50(Mask)``, ``AP75(Mask)`` for COCO; and ``meta`` (with the run
-record ``meta.run``, :mod:`sslzoo.run_record`).
+record ``meta.run``, :mod:`sslzoo.run_record`). The metrics are those of the whole test split
+unless the protocol sets ``test.max_images`` (the mini protocols): then of that many images
+spread evenly over it (:func:`sslzoo.data.detection.spread_positions`); ``meta.num_test`` counts
+the images evaluated, ``meta.num_test_split`` those of the split.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from sslzoo.benchmarks.detection.train import (
     train_iterations,
 )
 from sslzoo.checkpoints import load_backbone
-from sslzoo.data.detection import CocoDetection, VocDetection, collate_detection
+from sslzoo.data.detection import CocoDetection, VocDetection, collate_detection, spread_positions
 from sslzoo.errors import SslzooError
 from sslzoo.io import file_digest, git_revision, write_json
 from sslzoo.runtime.device import move_to_device
@@ -165,6 +168,9 @@ def detection_benchmark(
         if train_set.category_ids != test_set.category_ids:
             raise SslzooError(f"{coco_ann_train} and {coco_ann_val}: different category lists")
         num_classes = len(test_set.category_ids)
+    test_split_images = len(test_set)
+    if cfg.test.max_images is not None:  # the mini protocols: a fixed subset of the test split
+        test_set = test_set.select(spread_positions(test_split_images, cfg.test.max_images))
 
     torch.manual_seed(seed)
     model = build_detector(num_classes, cfg.model, cfg.input, state_dict).to(ctx.device)
@@ -233,6 +239,7 @@ def detection_benchmark(
             "world_size": ctx.world_size,
             "num_train": len(train_set),
             "num_test": len(test_set),
+            "num_test_split": test_split_images,
             "num_classes": num_classes,
             "run": training_run_record(config_path, cfg.gpus, sol.batch_size, seed, ctx),
         },

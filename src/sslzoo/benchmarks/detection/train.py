@@ -57,7 +57,7 @@ from tqdm import tqdm
 
 from sslzoo.benchmarks.detection.models import InputConfig, ModelConfig
 from sslzoo.benchmarks.linear_protocol import check_gpus
-from sslzoo.benchmarks.protocol_files import build_dataclass, read_protocol
+from sslzoo.benchmarks.protocol_files import build_dataclass, read_protocol, schema_default
 from sslzoo.errors import SslzooError
 from sslzoo.runtime.dist import DistContext
 from sslzoo.runtime.loaders import IterationSampler, per_rank_batch, stream_loader
@@ -146,10 +146,12 @@ class SolverConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     """The ``test`` section: ``precise_bn_iters`` [TEST.PRECISE_BN.NUM_ITER, 200; 0 = off],
-    ``batch_size`` (images per process at inference)."""
+    ``batch_size`` (images per process at inference), ``max_images`` (None: every test image;
+    else that many, spread evenly over the split by :func:`sslzoo.data.detection.spread_positions`)."""
 
     precise_bn_iters: int
     batch_size: int
+    max_images: int | None = schema_default("det", "test", "max_images")
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,11 @@ def load_detection_config(path: str | os.PathLike[str]) -> tuple[DetectionConfig
         raise SslzooError(
             f"{source}: solver.steps: {list(solver.steps)} go past solver.{unit} {length}; steps are in the "
             f"unit of {unit}"
+        )
+    if cfg["engine"] == "detectron2" and cfg["test"]["max_images"] is not None:
+        raise SslzooError(
+            f"{source}: test.max_images: engine detectron2 evaluates every test image; remove the key "
+            "or use engine torchvision"
         )
     config = DetectionConfig(
         dataset=cfg["dataset"],
