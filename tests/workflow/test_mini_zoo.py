@@ -98,27 +98,33 @@ def mini_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (workdir / "config" / "mini.yaml").write_text(yaml.safe_dump(cfg))
     latest = workdir / "results" / "pretrain" / MODEL / "work" / "latest.pth"
 
-    first = subprocess.Popen(
-        _snakemake_cmd(workdir),
-        cwd=workdir,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # the job to kill is scheduled first; the run's output goes to a file, not a pipe that
+    # nobody reads while the test waits (a full pipe would stall Snakemake)
+    first_log = workdir / "first_run.log"
+    with first_log.open("w") as out:
+        first = subprocess.Popen(
+            [*_snakemake_cmd(workdir), "--prioritize", f"results/pretrain/{MODEL}/final.pth"],
+            cwd=workdir,
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     deadline = time.time() + 900
     while not latest.exists():
         assert first.poll() is None, (
-            f"workflow ended before the first epoch checkpoint:\n{first.stdout.read()}"
+            f"workflow ended before the first epoch checkpoint:\n{first_log.read_text()[-5000:]}"
         )
-        assert time.time() < deadline, "no epoch checkpoint after 15 minutes"
+        assert time.time() < deadline, (
+            f"no epoch checkpoint after 15 minutes:\n{first_log.read_text()[-5000:]}"
+        )
         time.sleep(0.5)
     workers = _pretrain_workers(workdir)
     assert workers, "checkpoint written but no pretraining process found"
     for proc in workers:
         proc.send_signal(signal.SIGKILL)
     # Snakemake lets the other running jobs (another model's pretraining) finish before it exits
-    out, _ = first.communicate(timeout=900)
+    first.wait(timeout=900)
     assert first.returncode != 0, "the workflow should fail when its pretraining job is killed"
 
     second = subprocess.run(
@@ -346,7 +352,13 @@ def test_external_checkpoint_is_evaluated_like_our_own(mini_zoo: Path) -> None:
     cfg = yaml.safe_load((mini_zoo / "config" / "mini.yaml").read_text())
     cfg["external"] = {"my-checkpoint": "external/epoch_2.pth"}
     (mini_zoo / "config" / "with_external.yaml").write_text(yaml.safe_dump(cfg))
-    run = _run(mini_zoo, "results/tables/benchmarks/knn_imagenet.md", "--configfile", "config/with_external.yaml", timeout=900)
+    run = _run(
+        mini_zoo,
+        "results/tables/benchmarks/knn_imagenet.md",
+        "--configfile",
+        "config/with_external.yaml",
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     ours, theirs = (
         _metrics(mini_zoo, "knn_imagenet", MODEL),
