@@ -11,7 +11,7 @@ from snakemake.utils import validate
 from sslzoo.benchmarks.protocol_files import read_protocol
 from sslzoo.benchmarks.registry import BENCHMARKS, check_model_benchmarks, of_kind, table_of
 from sslzoo.benchmarks.repeats import run_seed
-from sslzoo.config import check_snapshots, snapshot_name
+from sslzoo.config import check_snapshots, snapshot_name, training_config
 from sslzoo.errors import SslzooError
 
 
@@ -316,15 +316,11 @@ def pretrain_correspondence_arg(wildcards, input):
     return f"--correspondence {input.correspondence}" if input.correspondence else ""
 
 
-# model config keys that say how the model is shown and evaluated, not how it is trained
-# (snapshots: which epochs are kept; a finished run is not rerun for a new or dropped one)
-DISPLAY_KEYS = ("title", "reported", "extra_benchmarks", "snapshots")
-
-
 def pretrain_protocol(wildcards):
-    """The model config but its display keys: a change to any training value reruns the
-    pretraining, a new reported number or extra benchmark does not."""
-    return {key: value for key, value in MODEL_CONFIGS[wildcards.pretrained].items() if key not in DISPLAY_KEYS}
+    """The model config's training values (sslzoo.config.training_config, the same the run's
+    resume check compares): a change to any of them reruns the pretraining, a new reported
+    number, extra benchmark or kept epoch does not."""
+    return training_config(MODEL_CONFIGS[wildcards.pretrained])
 
 
 def snapshot_final(wildcards):
