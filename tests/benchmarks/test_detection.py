@@ -688,9 +688,10 @@ def test_voc_benchmark_end_to_end_and_rerun(tmp_path, r18):
     assert (run["world_size"], run["per_process_batch"], run["total_batch"], run["seed"]) == (1, 2, 2, 0)
     assert run["protocol"]["gpus"] == raw["gpus"] and run["protocol"]["total_batch"] == 2
     assert run["protocol"]["config"] == str(config) and run["torch"] == torch.__version__
-    detection_step.main(args)  # the finished run is resumed, not redone
+    assert not (tmp_path / "work" / "latest.pth").exists()  # the output written, the resume state goes
+    detection_step.main(args)  # a rerun trains again, to the same numbers
     again = json.loads(out.read_text())
-    assert again["meta"]["resumed_from_iteration"] == 2
+    assert again["meta"]["resumed_from_iteration"] == 0
     assert (again["AP50"], again["AP"]) == (metrics["AP50"], metrics["AP"])
     with pytest.raises(SslzooError, match="--voc12"):
         detection_benchmark(

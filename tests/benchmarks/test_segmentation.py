@@ -247,9 +247,10 @@ def test_voc12aug_end_to_end_and_rerun(tmp_path):
     run = meta["run"]  # one process took the whole batch of 2 (_tiny_config), the protocol's 1 x 2
     assert (run["world_size"], run["per_process_batch"], run["total_batch"], run["seed"]) == (1, 2, 2, 0)
     assert run["protocol"]["gpus"] == 1 and run["protocol"]["config"] == args.config
-    segmentation_step.main(args)
+    assert not (tmp_path / "work" / "latest.pth").exists()  # the output written, the resume state goes
+    segmentation_step.main(args)  # a rerun trains again, to the same numbers
     again = json.loads(out.read_text())
-    assert again["meta"]["resumed_from_iteration"] == 2 and again["mIOU"] == metrics["mIOU"]
+    assert again["meta"]["resumed_from_iteration"] == 0 and again["mIOU"] == metrics["mIOU"]
     args.voc12 = None
     with pytest.raises(SslzooError, match="--voc12"):
         segmentation_step.main(args)

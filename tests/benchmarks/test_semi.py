@@ -210,5 +210,6 @@ def test_step_fine_tunes_and_writes_the_run_metrics(tmp_path: Path) -> None:
     run = meta["run"]  # one process took the whole batch of 2; the protocol (no gpus key) is 1 x 2
     assert (run["world_size"], run["per_process_batch"], run["total_batch"], run["seed"]) == (1, 2, 2, 0)
     assert run["protocol"]["config"] == str(config) and run["torch"] == torch.__version__
+    assert not (out.parent / "work" / "latest.pth").exists()  # the output written, the resume state goes
     log = [json.loads(line) for line in (out.parent / "work" / "train_log.jsonl").read_text().splitlines()]
     assert [line["lr"] for line in log] == pytest.approx([0.1, 0.1, 0.02, 0.02])  # the backbone group

@@ -8,6 +8,9 @@ checkpoint the run keeps beside it; nothing overwrites or removes it but a later
 same epoch. A state written for another run (:class:`RunIdentity` says what changed) is never
 mixed with this one: it is moved with its log and kept checkpoints to ``superseded-<time>/``
 and training starts over.
+A benchmark step whose output is written removes ``latest.pth`` (:func:`discard_resume_state`):
+the output is the run's result, and a model with its optimizer state per benchmark, model and
+grid point would otherwise be most of the zoo's disk use.
 ``train_log.jsonl`` has one JSON object per optimizer step, with its ``iter`` (1-based); a
 resumed run first drops the lines past the iteration it resumes from, since it redoes them.
 """
@@ -37,6 +40,13 @@ SNAPSHOT = "epoch_{epoch}.pth"
 def snapshot_path(work_dir: str | os.PathLike[str], epoch: int) -> Path:
     """``work_dir/epoch_<epoch>.pth``: the checkpoint of ``epoch`` a run keeps (:meth:`RunDir.snapshot`)."""
     return Path(work_dir) / SNAPSHOT.format(epoch=int(epoch))
+
+
+def discard_resume_state(work_dir: str | os.PathLike[str]) -> None:
+    """Remove ``work_dir/latest.pth`` once the step that trained it has written its output;
+    the log and kept epoch checkpoints stay. Safe on every process of a group (a missing file
+    is no error)."""
+    (Path(work_dir) / LATEST).unlink(missing_ok=True)
 
 
 class RunIdentity(Protocol):

@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", required=True, help="the model, recorded in meta (config/models/{model}.yaml)"
     )
-    parser.add_argument("--work-dir", required=True, help="resume state and logs (kept between reruns)")
+    parser.add_argument(
+        "--work-dir", required=True, help="resume state (removed once --out is written) and logs"
+    )
     parser.add_argument(
         "--out", required=True, help="metrics.json (results/benchmarks/{benchmark}/{model}/metrics.json)"
     )
@@ -58,6 +60,7 @@ def main(args: argparse.Namespace) -> None:
 
     from sslzoo.benchmarks.detection import detection_benchmark
     from sslzoo.runtime.dist import cleanup
+    from sslzoo.runtime.run_dir import discard_resume_state
 
     try:
         detection_benchmark(
@@ -75,5 +78,6 @@ def main(args: argparse.Namespace) -> None:
             coco_ann_val=args.coco_ann_val,
             seed=args.seed,
         )
+        discard_resume_state(args.work_dir)  # the output is written: the run is complete
     finally:
         cleanup()

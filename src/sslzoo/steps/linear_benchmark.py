@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", required=True, help="the model, recorded in meta (config/models/{model}.yaml)"
     )
     parser.add_argument(
-        "--work-dir", required=True, help="resume state and train_log.jsonl (kept between reruns)"
+        "--work-dir", required=True, help="resume state (removed once --out is written) and train_log.jsonl"
     )
     parser.add_argument(
         "--out", required=True, help="metrics.json (results/benchmarks/{benchmark}/{model}/metrics.json)"
@@ -46,6 +46,7 @@ def main(args: argparse.Namespace) -> None:
 
     from sslzoo.benchmarks.linear import linear_benchmark
     from sslzoo.runtime.dist import cleanup, init_distributed
+    from sslzoo.runtime.run_dir import discard_resume_state
 
     ctx = init_distributed()
     try:
@@ -61,5 +62,6 @@ def main(args: argparse.Namespace) -> None:
             benchmark_name=args.benchmark,
             model_name=args.model,
         )
+        discard_resume_state(args.work_dir)  # the output is written: the run is complete
     finally:
         cleanup()

@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", required=True, help="the model, recorded in meta (config/models/{model}.yaml)"
     )
-    parser.add_argument("--work-dir", required=True, help="resume state and logs (kept between reruns)")
+    parser.add_argument(
+        "--work-dir", required=True, help="resume state (removed once --out is written) and logs"
+    )
     parser.add_argument(
         "--out", required=True, help="metrics.json (results/benchmarks/{benchmark}/{model}/metrics.json)"
     )
@@ -48,6 +50,7 @@ def main(args: argparse.Namespace) -> None:
 
     from sslzoo.benchmarks.segmentation import segmentation_benchmark
     from sslzoo.runtime.dist import cleanup
+    from sslzoo.runtime.run_dir import discard_resume_state
 
     try:
         segmentation_benchmark(
@@ -61,5 +64,6 @@ def main(args: argparse.Namespace) -> None:
             cityscapes=args.cityscapes,
             seed=args.seed,
         )
+        discard_resume_state(args.work_dir)  # the output is written: the run is complete
     finally:
         cleanup()

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--head-mult", type=float, required=True, help="head lr multiplier (one of the config's head_mults)"
     )
     parser.add_argument(
-        "--work-dir", required=True, help="resume state and train_log.jsonl (kept between reruns)"
+        "--work-dir", required=True, help="resume state (removed once --out is written) and train_log.jsonl"
     )
     parser.add_argument(
         "--out",
@@ -57,6 +57,7 @@ def main(args: argparse.Namespace) -> None:
 
     from sslzoo.benchmarks.semi import semi_benchmark
     from sslzoo.runtime.dist import cleanup, init_distributed
+    from sslzoo.runtime.run_dir import discard_resume_state
 
     ctx = init_distributed()
     try:
@@ -75,5 +76,6 @@ def main(args: argparse.Namespace) -> None:
             model_name=args.model,
             grid_point=args.grid_point,
         )
+        discard_resume_state(args.work_dir)  # the output is written: the run is complete
     finally:
         cleanup()
