@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sslzoo.engine.trainer import LATEST, TRAIN_LOG, train
+from sslzoo.errors import SslzooError
 from sslzoo.run_record import differs_from_protocol
 from sslzoo.runtime.dist import cleanup, init_distributed
 
@@ -353,3 +354,49 @@ def test_pretrain_from_files_uses_the_method_dataset_hook(tmp_path: Path, monkey
         pretrain_from_files(
             config, "m.json", tmp_path / "work2", tmp_path / "final2.pth", correspondence="c.json"
         )
+
+
+class LabelledVectors(NoisyVectors):
+    """``(x_i, 10 + i % 3)``: labels that are not the indices."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.x[index], 10 + index % 3
+
+
+class SeesLabelsAndIndices(TinyMethod):
+    """Records the ``labels`` and ``indices`` it is given (its ``batch_fields``)."""
+
+    batch_fields = ("labels", "indices")
+
+    def __init__(self) -> None:
+        super().__init__(0, bn=False)
+        self.seen: list[tuple[list[int], list[int]]] = []
+
+    def forward(
+        self, x: torch.Tensor, *, labels: torch.Tensor, indices: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        self.seen.append((labels.tolist(), indices.tolist()))
+        return super().forward(x)
+
+
+def test_batch_fields_give_each_sample_its_label_and_index(tmp_path: Path) -> None:
+    method = SeesLabelsAndIndices()
+    train(method, LabelledVectors(12, 0.0), make_cfg(batch_size=4, epochs=1), tmp_path / "work")
+    labels = [label for batch_labels, _ in method.seen for label in batch_labels]
+    indices = [index for _, batch_indices in method.seen for index in batch_indices]
+    assert sorted(indices) == list(range(12))  # one epoch: every sample once, shuffled
+    assert indices != list(range(12))
+    assert labels == [10 + index % 3 for index in indices]
+
+
+def test_methods_without_batch_fields_get_the_views_only(tmp_path: Path) -> None:
+    method = TinyMethod(0, bn=False)  # forward(x) takes no keyword: a field passed would fail
+    train(method, LabelledVectors(8, 0.0), make_cfg(batch_size=4, epochs=1), tmp_path / "work")
+    assert method.forwards == 2
+
+
+def test_an_unknown_batch_field_is_refused(tmp_path: Path) -> None:
+    method = SeesLabelsAndIndices()
+    method.batch_fields = ("labels", "boxes")
+    with pytest.raises(SslzooError, match=r"batch_fields: \['boxes'\]"):
+        train(method, LabelledVectors(8, 0.0), make_cfg(batch_size=4, epochs=1), tmp_path / "work")

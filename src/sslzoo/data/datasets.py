@@ -53,3 +53,17 @@ class ManifestDataset(Dataset):
             image = self.transform(image)
         label = self.samples[index][1]
         return image, np.asarray(label, dtype=np.int64) if isinstance(label, tuple) else label
+
+
+class IndexedDataset(Dataset):
+    """``dataset[i] -> (*dataset[i], i)``: a ``(views, label)`` dataset with each sample's index
+    appended, for the methods that keep per-sample state (a memory bank, cluster assignments)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return (*self.dataset[index], index)

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sslzoo.config import load_model_config, training_config
-from sslzoo.data.datasets import ManifestDataset
+from sslzoo.data.datasets import IndexedDataset, ManifestDataset
 from sslzoo.engine.snapshots import check_kept, keep_snapshot
 from sslzoo.errors import SslzooError
 from sslzoo.io import atomic_write_bytes, file_digest, git_revision, write_json
@@ -98,14 +98,23 @@ class PretrainIdentity:
 
 
 def _method_step(
-    runner: nn.Module, batch: Any, *, device: torch.device, channels_last: bool, amp: bool
+    runner: nn.Module,
+    batch: Any,
+    *,
+    device: torch.device,
+    channels_last: bool,
+    amp: bool,
+    fields: tuple[str, ...] = (),
 ) -> dict[str, torch.Tensor]:
-    """One micro-batch ``(views, labels)`` through the method (the labels unused): its outputs,
-    ``loss`` first, the rest by name."""
-    views, _labels = batch
+    """One micro-batch ``(views, labels [B], indices [B])`` through the method: its outputs,
+    ``loss`` first, the rest by name. ``labels`` and ``indices`` go to the method as keyword
+    arguments when it lists them in its ``batch_fields`` (``fields``), else they are dropped."""
+    views, labels, indices = batch
     views = move_to_device(views, device, channels_last)
+    given = {"labels": labels, "indices": indices}
+    extra = {name: given[name].to(device, non_blocking=True) for name in fields}
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-        outputs = runner(views)
+        outputs = runner(views, **extra)
     return {"loss": outputs["loss"], **{key: outputs[key] for key in sorted(outputs) if key != "loss"}}
 
 
@@ -142,8 +151,9 @@ def train(
     Args:
         method: follows the contract of :mod:`sslzoo.methods`; its parameters must already be
             initialised identically on every process (seed before building it).
-        dataset: yields ``(views, label)``; only ``views`` (the output of ``method.views(cfg)``)
-            is used, collated by the default collate function.
+        dataset: yields ``(views, label)``, ``views`` the output of ``method.views(cfg)``,
+            collated by the default collate function; the label and the sample's index reach
+            the method when its ``batch_fields`` name them (:mod:`sslzoo.methods`).
         cfg: a validated model config (:func:`sslzoo.config.load_model_config`).
         work_dir: holds ``latest.pth`` (resume state), ``train_log.jsonl`` and the checkpoints
             of the epochs listed under ``snapshots:`` (``epoch_<N>.pth``,
@@ -190,12 +200,16 @@ def train(
         method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(method, cfg)
     method_after_step = getattr(method, "after_step", None)
+    fields = tuple(getattr(method, "batch_fields", ()))
+    unknown = sorted(set(fields) - {"labels", "indices"})
+    if unknown:
+        raise SslzooError(f"{type(method).__name__}.batch_fields: {unknown} are not labels or indices")
 
     result = fit(
-        partial(_method_step, device=device, channels_last=channels_last, amp=amp),
+        partial(_method_step, device=device, channels_last=channels_last, amp=amp, fields=fields),
         method,
         optimizer,
-        partial(epoch_loader, dataset, batch_size, seed, ctx=ctx, workers=workers),
+        partial(epoch_loader, IndexedDataset(dataset), batch_size, seed, ctx=ctx, workers=workers),
         run_dir,
         PretrainIdentity(cfg, seed, iters_per_epoch, ctx.world_size, dict(inputs or {})),
         total_iters=total_iters,

@@ -11,6 +11,10 @@ The contract every method class follows (the engine relies on nothing else):
   after training (its keys are ``backbone.*`` in the checkpoint).
 - ``method(batch) -> dict[str, Tensor]`` with the scalar ``"loss"`` to minimise plus any other
   scalars to log; ``batch`` is the collated output of ``views`` already on the device.
+- optional ``batch_fields: tuple[str, ...]`` (class attribute), a subset of ``("labels",
+  "indices")``: ``forward`` then also gets ``labels=`` (int64 [B], the manifest's class indices;
+  the supervised baseline) and/or ``indices=`` (int64 [B], the samples' positions in the
+  dataset; memory banks and cluster assignments) as keyword arguments, on the device.
 - optional ``method.after_step(progress: float)`` called after each optimiser step with
   ``progress`` = finished iterations / total iterations in [0, 1] (BYOL's EMA update).
 - optional ``method.param_groups(cfg: dict) -> list[dict]`` for per-group weight decay.
