@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from sslzoo.benchmarks.registry import BENCHMARKS, of_kind
+from sslzoo.comparison import load_comparison, metrics_needed
 from tests.workflow.conftest import REPO, make_placeholders, placeholder_datasets, snakemake
 
 
@@ -25,14 +27,25 @@ def snapshots_of(model_cfgs: dict[str, dict]) -> dict[str, dict]:
     }
 
 
-def rows_of(benchmark: str, model_cfgs: dict[str, dict], n_models: int) -> list[str]:
+def rows_of(
+    benchmark: str, model_cfgs: dict[str, dict], n_models: int, shown: Sequence[tuple[str, str]] = ()
+) -> list[str]:
     """The rows a benchmark runs for: every model (``n_models`` with the snapshots and the
     baseline) for a common protocol; for a paper's own protocol the models and snapshots that
-    list it under ``extra_benchmarks``."""
+    list it under ``extra_benchmarks`` and the models a comparison page shows under it
+    (``shown``: its (benchmark, model) pairs)."""
     if BENCHMARKS[benchmark].every_model:
         return [f"model {k}" for k in range(n_models)]
     listing = {**model_cfgs, **snapshots_of(model_cfgs)}
-    return [name for name, entry in listing.items() if benchmark in entry.get("extra_benchmarks", [])]
+    listed = [name for name, entry in listing.items() if benchmark in entry.get("extra_benchmarks", [])]
+    return listed + [model for bench, model in shown if bench == benchmark and model not in listed]
+
+
+def comparison_pairs(workdir: Path, cfg: dict, model_cfgs: dict[str, dict]) -> list[tuple[str, str]]:
+    """The (benchmark, model) pairs of the config's comparison page, computed apart from the workflow."""
+    page = load_comparison(workdir / cfg["comparison"]["table"])
+    models = [*model_cfgs, *snapshots_of(model_cfgs), "random"]
+    return metrics_needed(page, models, list(cfg["benchmarks"]), cfg["comparison"].get("stand_ins", {}))
 
 
 def model_configs(workdir: Path, names: list[str]) -> dict[str, dict]:
@@ -119,10 +132,21 @@ def test_full_zoo_dry_run_lists_expected_jobs(full_plan: FullPlan) -> None:
     assert jobs["lowshot"] == ("lowshot_voc07" in benchmarks) * n_models
     detection = [name for name in benchmarks if name.startswith("det_")]
     # MoCo's VOC protocol runs 5 times per Triplet model, then one job averages the runs
+    # ... and for the models of Triplet's comparison tables (random, Relative-Loc, Rotation-Pred,
+    # BYOL and Triplet's ep800 here), the C4 protocols of those tables
     once = [name for name in detection if name != "det_voc0712_moco"]
-    assert jobs["detection"] == sum(len(rows_of(name, model_cfgs, n_models)) for name in once)
-    triplet = rows_of("det_voc0712_moco", model_cfgs, n_models)
-    assert len(triplet) == 2 and jobs["detection_run"] == 5 * 2 and jobs["detection_average"] == 2
+    shown = comparison_pairs(workdir, cfg, model_cfgs)
+    assert {model for bench, model in shown if bench == "det_coco_c4_moco"} >= {
+        "random",
+        "relative-loc_resnet50_8xb64-steplr-70e_in1k",
+        "rotation-pred_resnet50_8xb16-steplr-70e_in1k",
+        "byol_resnet50_8xb32-accum16-coslr-200e_in1k",
+        "triplet_resnet50_8xb196-amp-accum4-coslr-1000e_in1k_ep800",
+    }
+    assert jobs["detection"] == sum(len(rows_of(name, model_cfgs, n_models, shown)) for name in once)
+    moco_voc = rows_of("det_voc0712_moco", model_cfgs, n_models, shown)
+    assert len(moco_voc) > 2 and jobs["detection_run"] == 5 * len(moco_voc)
+    assert jobs["detection_average"] == len(moco_voc)
     assert jobs["segmentation"] == len([name for name in benchmarks if name.startswith("seg_")]) * n_models
     # a paper's own protocol runs for the models that list it under extra_benchmarks only
     listing = [*model_cfgs.values(), *snapshots.values()]
@@ -184,16 +208,23 @@ def _model_cfg(workdir: Path, name: str) -> dict:
     return yaml.safe_load((workdir / "config" / "models" / f"{name}.yaml").read_text())
 
 
-def test_mocos_detection_protocols_are_planned_only_for_the_triplet_models(full_plan: FullPlan) -> None:
+def test_mocos_detection_protocols_are_planned_for_the_triplet_and_comparison_models(
+    full_plan: FullPlan,
+) -> None:
     workdir, cfg, result = full_plan
     triplet = {name for name in cfg["models"] if name.startswith("triplet_")}
     # and the checkpoint the README's detection numbers come from (epoch 800 of the 1000-epoch run)
     ep800 = "triplet_resnet50_8xb196-amp-accum4-coslr-1000e_in1k_ep800"
+    model_cfgs = model_configs(workdir, cfg["models"])
+    shown = comparison_pairs(workdir, cfg, model_cfgs)
     for moco in ("det_voc0712_moco", "det_coco_c4_moco"):
         assert moco in cfg["benchmarks"] and not BENCHMARKS[moco].every_model
         rows = set(re.findall(rf"results/benchmarks/{moco}/([^/\s]+)/metrics\.json", result.stdout))
         listing = {name for name in triplet if moco in _model_cfg(workdir, name).get("extra_benchmarks", [])}
-        assert listing and rows == {*listing, ep800}, moco  # no other model, no random baseline
+        compared = {model for bench, model in shown if bench == moco}
+        # no other model: the ORL model is in neither list
+        assert listing and rows == {*listing, ep800, *compared}, moco
+        assert not any(name.startswith("orl") for name in rows)
     voc = set(re.findall(r"results/benchmarks/det_voc0712/([^/\s]+)/metrics\.json", result.stdout))
     snapshots = {f"{ep800[: -len('_ep800')]}_ep{epoch}" for epoch in (940, 800)}
     assert voc == {*cfg["models"], *snapshots, "random"}  # the model zoo's protocol: every row

@@ -11,6 +11,7 @@ from snakemake.utils import validate
 from sslzoo.benchmarks.protocol_files import read_protocol
 from sslzoo.benchmarks.registry import BENCHMARKS, check_model_benchmarks, of_kind, table_of
 from sslzoo.benchmarks.repeats import run_seed
+from sslzoo.comparison import load_comparison, metrics_needed
 from sslzoo.config import check_snapshots, snapshot_name, training_config
 from sslzoo.errors import SslzooError
 
@@ -199,6 +200,21 @@ SEG_BENCHMARKS = of_kind(BENCHMARK_NAMES, "seg")
 TABLES = list(dict.fromkeys(table_of(name) for name in BENCHMARK_NAMES))
 # benchmarks whose table columns are k=N: plotted against k in the report
 K_PLOTS = [name for name in BENCHMARK_NAMES if BENCHMARKS[name].k_label]
+
+
+def _comparison_pairs():
+    """(benchmark, model) of every number of the comparison page our zoo can show: the rows'
+    models (or their stand-ins) that are in the zoo, under the rows' protocols that it runs."""
+    if "comparison" not in config:
+        return []
+    try:
+        page = load_comparison(config["comparison"]["table"])
+    except SslzooError as err:
+        _fail("comparison", str(err))
+    return metrics_needed(page, ALL_MODELS, BENCHMARK_NAMES, config["comparison"]["stand_ins"])
+
+
+COMPARISON_PAIRS = _comparison_pairs()
 
 
 wildcard_constraints:
@@ -505,10 +521,15 @@ def _extra_benchmarks(name):
 def benchmark_models(benchmark):
     """The models a benchmark runs for: all of them for the zoo's common protocols; for a paper's
     own protocol (registry `every_model=False`) the pretrained models and snapshots that list it
-    under `extra_benchmarks:` in their config."""
+    under `extra_benchmarks:` in their config, and the models the comparison page shows under it."""
     if BENCHMARKS[benchmark].every_model:
         return ALL_MODELS
-    return [name for name in PRETRAINED + list(SNAPSHOTS) if benchmark in _extra_benchmarks(name)]
+    shown = {model for bench, model in COMPARISON_PAIRS if bench == benchmark}
+    return [
+        name
+        for name in ALL_MODELS
+        if name in shown or (name in PRETRAINED + list(SNAPSHOTS) and benchmark in _extra_benchmarks(name))
+    ]
 
 
 def benchmark_results(benchmark):
@@ -570,12 +591,33 @@ def k_plot_ylabel(wildcards):
     return BENCHMARKS[wildcards.k_benchmark].k_label
 
 
+def comparison_metrics(wildcards):
+    """Input function: the metrics of every number of the comparison page."""
+    return [f"results/benchmarks/{bench}/{model}/metrics.json" for bench, model in COMPARISON_PAIRS]
+
+
+def comparison_table():
+    return config["comparison"]["table"] if "comparison" in config else []
+
+
+def comparison_stand_ins(wildcards):
+    """Params function: the --stand-in arguments (row model=the model run in its place)."""
+    stand_ins = config.get("comparison", {}).get("stand_ins", {})
+    return " ".join(f"--stand-in {full}={mini}" for full, mini in stand_ins.items())
+
+
+def comparison_pages():
+    """The comparison page (markdown and HTML) when the config names one, else nothing."""
+    return ["results/tables/comparison.md", "results/tables/comparison.html"] if "comparison" in config else []
+
+
 def all_tables():
-    """Every page: model_zoo, one per method, one per benchmark table (markdown and HTML)."""
+    """Every page: model_zoo, one per method, one per benchmark table (markdown and HTML), and
+    the comparison page when the config names one."""
     pages = ["results/tables/model_zoo"]
     pages += expand("results/tables/{method}", method=METHODS)
     pages += expand("results/tables/benchmarks/{table}", table=TABLES)
-    return [page + ext for page in pages for ext in (".md", ".html")]
+    return [page + ext for page in pages for ext in (".md", ".html")] + comparison_pages()
 
 
 def all_plots():

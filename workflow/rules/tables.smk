@@ -92,6 +92,39 @@ rule model_zoo_table:
         " --out {output.md} --html {output.html} > {log} 2>&1"
 
 
+# A published comparison table (config `comparison:`) with our numbers beside it; its rows'
+# models run the benchmarks its protocols name (common.smk benchmark_models).
+rule comparison_page:
+    input:
+        metrics=comparison_metrics,
+        table=comparison_table(),
+    output:
+        md="results/tables/comparison.md",
+        html=report(
+            "results/tables/comparison.html",
+            caption="../report/comparison.rst",
+            category="Tables",
+            subcategory="Comparison",
+            labels={"page": "comparison"},
+        ),
+    params:
+        models=ALL_MODELS,
+        stand_ins=comparison_stand_ins,
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/tables/comparison.log",
+    benchmark:
+        "logs/benchmarks/tables/comparison.tsv"
+    threads: res("tables", "threads")
+    resources:
+        mem_mb=res("tables", "mem_mb"),
+        runtime=res("tables", "runtime"),
+    shell:
+        "python -m sslzoo comparison --table {input.table} --metrics {input.metrics} --models {params.models}"
+        " {params.stand_ins} --out {output.md} --html {output.html} > {log} 2>&1"
+
+
 rule loss_curve:
     input:
         "results/pretrain/{pretrained}/train_log.jsonl",
@@ -154,6 +187,12 @@ rule k_plot:
 rule tables:
     input:
         all_tables(),
+    default_target: False
+
+
+rule page_comparison:
+    input:
+        comparison_pages(),
     default_target: False
 
 
