@@ -1,5 +1,6 @@
 # The two commands of the README, and a few conveniences. Everything installs into .venv/.
 #   make zoo    install sslzoo, then run the mini zoo end to end (results/tables/)
+#   make zoo-all   the same with every method of the zoo and the comparison page (config/mini-all.yaml)
 #   make test   install sslzoo with the test extras and the parity side environment, then run the tests
 #   make parity-env  the reference implementations the parity tests compare against (.venv-parity/)
 #   make dag    draw the rule graph to docs/rulegraph.svg (needs graphviz)
@@ -12,7 +13,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export SSLZOO_PARITY_ENV := $(abspath $(PARITY))
 
-.PHONY: zoo test install install-test parity-env lint dag report clean-results
+.PHONY: zoo zoo-all test install install-test parity-env lint dag report clean-results
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,9 @@ parity-env: $(PARITY)/.complete
 
 zoo: install
 	snakemake --profile profiles/local
+
+zoo-all: install
+	snakemake --profile profiles/local --configfile config/mini.yaml config/mini-all.yaml
 
 test: install-test parity-env
 	ruff check src tests bench
