@@ -34,6 +34,7 @@ from sslzoo.methods.byol import BYOL
 from sslzoo.methods.orl import ORL
 from sslzoo.methods.relative_loc import RelativeLoc
 from sslzoo.methods.rotation_pred import RotationPred
+from sslzoo.methods.supervised import Supervised
 from sslzoo.methods.triplet import Triplet
 
 METHODS: dict[str, type[nn.Module]] = {
@@ -42,6 +43,7 @@ METHODS: dict[str, type[nn.Module]] = {
     "byol": BYOL,
     "triplet": Triplet,
     "orl": ORL,
+    "supervised": Supervised,
 }
 
 
