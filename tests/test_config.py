@@ -165,6 +165,8 @@ REFERENCE_CONV_INIT = {
     "orl-stage1": "fan_in",
     "orl": "fan_in",
     "triplet": "fan_in",
+    "npid": "fan_out",  # MMSelfSup 0.x, as above
+    "supervised": "fan_out",  # mmcls 0.x mmcls/models/backbones/resnet.py, init_cfg Kaiming
 }
 
 

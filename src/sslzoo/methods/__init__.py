@@ -31,9 +31,11 @@ from __future__ import annotations
 from torch import nn
 
 from sslzoo.methods.byol import BYOL
+from sslzoo.methods.npid import NPID
 from sslzoo.methods.orl import ORL
 from sslzoo.methods.relative_loc import RelativeLoc
 from sslzoo.methods.rotation_pred import RotationPred
+from sslzoo.methods.supervised import Supervised
 from sslzoo.methods.triplet import Triplet
 
 METHODS: dict[str, type[nn.Module]] = {
@@ -42,6 +44,8 @@ METHODS: dict[str, type[nn.Module]] = {
     "byol": BYOL,
     "triplet": Triplet,
     "orl": ORL,
+    "npid": NPID,
+    "supervised": Supervised,
 }
 
 
