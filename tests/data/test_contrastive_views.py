@@ -33,7 +33,9 @@ def normalised(img: Image.Image) -> torch.Tensor:
 def kinds(pipeline: transforms.Compose) -> list[str]:
     """The transform names in order, a RandomApply named by what it applies."""
     return [
-        f"RandomApply({type(t.transforms[0]).__name__})" if isinstance(t, transforms.RandomApply) else type(t).__name__
+        f"RandomApply({type(t.transforms[0]).__name__})"
+        if isinstance(t, transforms.RandomApply)
+        else type(t).__name__
         for t in pipeline.transforms
     ]
 
@@ -108,7 +110,9 @@ def test_steps_left_out_are_not_applied() -> None:
     whole = {"image_size": 32, "scale": [1.0, 1.0]}
     plain = contrastive_pipeline({**whole, "steps": ["crop"]})(img)
     torch.testing.assert_close(plain, normalised(img), atol=1e-6, rtol=0)
-    blurred = contrastive_pipeline({**whole, "steps": ["crop", "blur"], "blur_p": 1.0, "blur_sigma": [2.0, 2.0]})
+    blurred = contrastive_pipeline(
+        {**whole, "steps": ["crop", "blur"], "blur_p": 1.0, "blur_sigma": [2.0, 2.0]}
+    )
     assert isinstance(blurred.transforms[1], RandomGaussianBlur)
     assert blurred(img).std() < 0.8 * plain.std()
 

@@ -76,9 +76,14 @@ def test_forward_updates_the_key_encoder_first_then_scores_against_the_queue_the
     reference = copy.deepcopy(model)
     queue_before = model.key_queue.queue.clone()
     seen: list[torch.Tensor] = []
-    model.key_backbone.register_forward_pre_hook(lambda m, _args: seen.append(m.conv1.weight.detach().clone()))
+    model.key_backbone.register_forward_pre_hook(
+        lambda m, _args: seen.append(m.conv1.weight.detach().clone())
+    )
     generator = torch.Generator().manual_seed(1)
-    view1, view2 = torch.randn(4, 3, 16, 16, generator=generator), torch.randn(4, 3, 16, 16, generator=generator)
+    view1, view2 = (
+        torch.randn(4, 3, 16, 16, generator=generator),
+        torch.randn(4, 3, 16, 16, generator=generator),
+    )
     loss = model((view1, view2))["loss"]
 
     reference.momentum_update()  # the key encoder the keys came from
@@ -141,7 +146,9 @@ def test_bad_configs_are_refused() -> None:
     with pytest.raises(SslzooError, match="bn_splits = 3"):
         MoCo.from_config({**base, "method_args": {"bn_splits": 3}})
     with pytest.raises(SslzooError, match="sync_bn false"):
-        MoCo.from_config({**base, "backbone": {"depth": 18, "sync_bn": True}, "method_args": {"bn_splits": 2}})
+        MoCo.from_config(
+            {**base, "backbone": {"depth": 18, "sync_bn": True}, "method_args": {"bn_splits": 2}}
+        )
     with pytest.raises(SslzooError, match="method_args.neck"):
         MoCo.from_config({**base, "method_args": {"neck": {"layers": 2}}})
 

@@ -138,7 +138,12 @@ REFERENCE = {
     "views.interpolation": "bilinear",  # D no interpolation: torchvision's default
     "views.steps": ["crop", "flip", "jitter", "grayscale", "blur"],  # D train_pipeline order
     "views.flip_p": 0.5,  # D RandomHorizontalFlip()
-    "views.color_jitter": {"brightness": 0.8, "contrast": 0.8, "saturation": 0.8, "hue": 0.2},  # D ColorJitter
+    "views.color_jitter": {
+        "brightness": 0.8,
+        "contrast": 0.8,
+        "saturation": 0.8,
+        "hue": 0.2,
+    },  # D ColorJitter
     "views.color_jitter_p": 0.8,  # D RandomAppliedTrans p=0.8
     "views.grayscale_p": 0.2,  # D RandomGrayscale p=0.2
     "views.blur_sigma": [0.1, 2.0],  # D GaussianBlur sigma_min=0.1, sigma_max=2.0

@@ -20,7 +20,10 @@ def algorithm_1(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float
     s = [[float(a @ b / (a.norm() * b.norm())) for b in z] for a in z]
 
     def loss(i: int, j: int) -> float:
-        return -math.log(math.exp(s[i][j] / temperature) / sum(math.exp(s[i][k] / temperature) for k in range(2 * n) if k != i))
+        return -math.log(
+            math.exp(s[i][j] / temperature)
+            / sum(math.exp(s[i][k] / temperature) for k in range(2 * n) if k != i)
+        )
 
     return sum(loss(2 * k, 2 * k + 1) + loss(2 * k + 1, 2 * k) for k in range(n)) / (2 * n)
 

@@ -4,7 +4,8 @@
   gradients of one process holding the joint batch;
 - Shuffling BN: one permutation, drawn on rank 0, of the global batch, undone exactly;
 - MoCo: its key encoder sees the shuffled global batch and both queues take the keys of both
-  processes in rank order.
+  processes in rank order; trained through the trainer (DDP), both processes end with the same
+  weights, key encoder and queue.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from torch.nn.parallel import DistributedDataParallel
 from sslzoo.methods.moco import MoCo
 from sslzoo.models.contrastive import nt_xent
 from sslzoo.models.shuffle_bn import shuffle_across_processes, unshuffle_across_processes
+from sslzoo.engine.trainer import train
 from sslzoo.runtime.dist import cleanup, init_distributed
+from tests.engine.test_trainer import make_cfg
+from tests.methods.test_simclr import TwoNoisyViews
 
 N = 3  # samples per process
 SHUFFLE_SEED, MOCO_SEED = 10, 20
@@ -37,7 +41,9 @@ def joint_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 def joint_images() -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(2)
-    return torch.randn(2 * N, 3, 16, 16, generator=generator), torch.randn(2 * N, 3, 16, 16, generator=generator)
+    return torch.randn(2 * N, 3, 16, 16, generator=generator), torch.randn(
+        2 * N, 3, 16, 16, generator=generator
+    )
 
 
 def linear_net() -> nn.Linear:
@@ -55,7 +61,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    init_distributed(use_cuda=False)
+    ctx = init_distributed(use_cuda=False)
     out: dict[str, Any] = {}
     mine = slice(rank * N, (rank + 1) * N)
     try:
@@ -93,6 +99,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         moco((view1[mine], view2[mine]))
         out["key_input"], out["keys"] = seen[0], keys[0]
         out["queue"], out["ptr"] = moco.key_queue.queue.clone(), moco.key_queue.ptr.clone()
+
+        # MoCo through the trainer: 2 processes x 2 images, 2 iterations
+        moco = tiny_moco()
+        cfg = make_cfg(batch_size=2, epochs=1)
+        cfg["train"]["optimizer"]["lr"] = 0.01
+        train(moco, TwoNoisyViews(size=8), cfg, Path(out_dir) / "work", seed=0, ctx=ctx)
+        out["trained"] = {key: value.clone() for key, value in moco.state_dict().items()}
     finally:
         cleanup()
     torch.save(out, Path(out_dir) / f"rank{rank}.pt")
@@ -105,11 +118,16 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    torch.multiprocessing.spawn(_worker, args=(port, str(out_dir)), nprocs=2, join=True)
+    # fork: the workers share the imported modules instead of importing torch again
+    torch.multiprocessing.start_processes(
+        _worker, args=(port, str(out_dir)), nprocs=2, join=True, start_method="fork"
+    )
     return [torch.load(out_dir / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
 
 
-def test_nt_xent_over_two_processes_equals_one_process_on_the_joint_batch(ranks: list[dict[str, Any]]) -> None:
+def test_nt_xent_over_two_processes_equals_one_process_on_the_joint_batch(
+    ranks: list[dict[str, Any]],
+) -> None:
     net = linear_net()
     x1, x2 = joint_inputs()
     z = net(torch.cat([x1, x2]))
@@ -133,7 +151,9 @@ def test_shuffle_permutes_the_global_batch_by_rank_0s_draw_and_is_undone(ranks: 
         assert torch.equal(recorded["restored"], rows[rank * N : (rank + 1) * N] * 10)
 
 
-def test_moco_keys_come_from_the_shuffled_global_batch_and_fill_both_queues(ranks: list[dict[str, Any]]) -> None:
+def test_moco_keys_come_from_the_shuffled_global_batch_and_fill_both_queues(
+    ranks: list[dict[str, Any]],
+) -> None:
     torch.manual_seed(MOCO_SEED)
     permutation = torch.randperm(2 * N)
     _, view2 = joint_images()
@@ -145,3 +165,17 @@ def test_moco_keys_come_from_the_shuffled_global_batch_and_fill_both_queues(rank
     torch.testing.assert_close(ranks[0]["queue"][:, : 2 * N], keys.t())
     untouched = tiny_moco().key_queue.queue[:, 2 * N :]
     assert torch.equal(ranks[0]["queue"][:, 2 * N :], untouched)
+
+
+def test_moco_trained_on_two_processes_keeps_them_identical(ranks: list[dict[str, Any]]) -> None:
+    first, second = ranks[0]["trained"], ranks[1]["trained"]
+    assert first.keys() == second.keys()
+    # every weight and the queue; not the BN running statistics, each process's own batches'
+    shared = [key for key in first if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert "key_queue.queue" in shared and "key_neck.0.weight" in shared
+    for key in shared:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=1e-6, msg=key)
+    assert first["key_queue.ptr"].tolist() == [(2 * 2 * 2) % (4 * N)]  # 2 iterations of 2 x 2 keys
+    start = tiny_moco().state_dict()
+    assert not torch.equal(first["backbone.conv1.weight"], start["backbone.conv1.weight"])
+    assert not torch.equal(first["key_backbone.conv1.weight"], start["key_backbone.conv1.weight"])

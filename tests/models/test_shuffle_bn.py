@@ -89,7 +89,9 @@ def test_split_batch_norm_swaps_every_bn_and_keeps_the_state_dict() -> None:
     plain = ResNetBackbone(depth=18)
     plain.load_state_dict(before)
     torch.testing.assert_close(backbone(x)[0], plain(x)[0], rtol=1e-4, atol=1e-5)
-    assert split_batch_norm(plain, 1) is plain and not any(isinstance(m, SplitBatchNorm2d) for m in plain.modules())
+    assert split_batch_norm(plain, 1) is plain and not any(
+        isinstance(m, SplitBatchNorm2d) for m in plain.modules()
+    )
 
 
 def test_split_batch_norm_differs_from_plain_bn_on_a_mixed_batch() -> None:

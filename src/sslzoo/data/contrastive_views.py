@@ -61,7 +61,9 @@ def _check_steps(given: Mapping[str, Any], steps: list[str]) -> None:
             f"model config views.steps = {steps}: list each of {list(STEP_KEYS)} at most once, "
             "in the order the reference applies them, crop first"
         )
-    unused = sorted(key for step, keys in STEP_KEYS.items() if step not in steps for key in keys if key in given)
+    unused = sorted(
+        key for step, keys in STEP_KEYS.items() if step not in steps for key in keys if key in given
+    )
     if unused:
         raise SslzooError(
             f"model config views: {unused} belong to steps missing from views.steps {steps}; "
