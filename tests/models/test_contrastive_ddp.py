@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from sslzoo.engine.trainer import train
 from sslzoo.methods.moco import MoCo
 from sslzoo.models.contrastive import nt_xent
 from sslzoo.models.shuffle_bn import shuffle_across_processes, unshuffle_across_processes
-from sslzoo.engine.trainer import train
 from sslzoo.runtime.dist import cleanup, init_distributed
 from tests.engine.test_trainer import make_cfg
 from tests.methods.test_simclr import TwoNoisyViews
@@ -171,7 +171,9 @@ def test_moco_trained_on_two_processes_keeps_them_identical(ranks: list[dict[str
     first, second = ranks[0]["trained"], ranks[1]["trained"]
     assert first.keys() == second.keys()
     # every weight and the queue; not the BN running statistics, each process's own batches'
-    shared = [key for key in first if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    shared = [
+        key for key in first if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    ]
     assert "key_queue.queue" in shared and "key_neck.0.weight" in shared
     for key in shared:
         torch.testing.assert_close(first[key], second[key], rtol=0, atol=1e-6, msg=key)
