@@ -165,6 +165,9 @@ REFERENCE_CONV_INIT = {
     "orl-stage1": "fan_in",
     "orl": "fan_in",
     "triplet": "fan_in",
+    "simclr": "fan_out",
+    "mocov1": "fan_out",
+    "mocov2": "fan_out",
 }
 
 
