@@ -167,6 +167,9 @@ REFERENCE_CONV_INIT = {
     "triplet": "fan_in",
     "npid": "fan_out",  # MMSelfSup 0.x, as above
     "supervised": "fan_out",  # mmcls 0.x mmcls/models/backbones/resnet.py, init_cfg Kaiming
+    "simclr": "fan_out",
+    "mocov1": "fan_out",
+    "mocov2": "fan_out",
 }
 
 

@@ -31,10 +31,12 @@ from __future__ import annotations
 from torch import nn
 
 from sslzoo.methods.byol import BYOL
+from sslzoo.methods.moco import MoCo
 from sslzoo.methods.npid import NPID
 from sslzoo.methods.orl import ORL
 from sslzoo.methods.relative_loc import RelativeLoc
 from sslzoo.methods.rotation_pred import RotationPred
+from sslzoo.methods.simclr import SimCLR
 from sslzoo.methods.supervised import Supervised
 from sslzoo.methods.triplet import Triplet
 
@@ -46,6 +48,11 @@ METHODS: dict[str, type[nn.Module]] = {
     "orl": ORL,
     "npid": NPID,
     "supervised": Supervised,
+    "simclr": SimCLR,
+    # MoCo v1 and v2 are one class; their configs differ in method_args and views (one table
+    # page each, as MMSelfSup's configs/selfsup/mocov1 and mocov2)
+    "mocov1": MoCo,
+    "mocov2": MoCo,
 }
 
 
