@@ -165,6 +165,8 @@ REFERENCE_CONV_INIT = {
     "orl-stage1": "fan_in",
     "orl": "fan_in",
     "triplet": "fan_in",
+    "simsiam": "fan_out",
+    "swav": "fan_out",
 }
 
 
