@@ -170,6 +170,8 @@ REFERENCE_CONV_INIT = {
     "simclr": "fan_out",
     "mocov1": "fan_out",
     "mocov2": "fan_out",
+    "simsiam": "fan_out",
+    "swav": "fan_out",
 }
 
 

@@ -400,3 +400,31 @@ def test_an_unknown_batch_field_is_refused(tmp_path: Path) -> None:
     method.batch_fields = ("labels", "boxes")
     with pytest.raises(SslzooError, match=r"batch_fields: \['boxes'\]"):
         train(method, LabelledVectors(8, 0.0), make_cfg(batch_size=4, epochs=1), tmp_path / "work")
+
+
+class DropsHeadGradient(TinyMethod):
+    """Records at each ``before_step`` the iteration, whether the head has its gradient and the
+    weights; drops the head's gradient at iteration 0, as SwAV's frozen prototypes."""
+
+    def __init__(self) -> None:
+        super().__init__(0, bn=False)
+        self.calls: list[tuple[int, bool, torch.Tensor, torch.Tensor]] = []
+
+    def before_step(self, iteration: int) -> None:
+        weights = (self.head.weight.detach().clone(), self.backbone[0].weight.detach().clone())
+        self.calls.append((iteration, self.head.weight.grad is not None, *weights))
+        if iteration == 0:
+            self.head.weight.grad = None
+
+
+def test_before_step_comes_between_the_backward_and_the_optimizer_step(tmp_path: Path) -> None:
+    method = DropsHeadGradient()
+    head, backbone = method.head.weight.detach().clone(), method.backbone[0].weight.detach().clone()
+    train(method, NoisyVectors(8, 0.0), make_cfg(batch_size=2, epochs=1, accumulate=2), tmp_path / "work")
+    assert [call[:2] for call in method.calls] == [(0, True), (1, True)]  # once a step, after its backward
+    assert method.forwards == 4 and method.progress == [0.5, 1.0]
+    (_, _, head0, backbone0), (_, _, head1, backbone1) = method.calls
+    assert torch.equal(head0, head) and torch.equal(backbone0, backbone)  # before the first step
+    assert torch.equal(head1, head)  # step 0 skipped the head (no gradient: no decay, no momentum)
+    assert not torch.equal(backbone1, backbone)  # but moved the rest
+    assert not torch.equal(method.head.weight, head)  # step 1 moved the head

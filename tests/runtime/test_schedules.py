@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sslzoo.runtime.schedules import LrSchedule, apply_lr, build_schedule
+from sslzoo.runtime.schedules import LrSchedule, apply_lr, build_schedule, per_group
 
 
 def warm(regular: float, i: int, warmup_iters: int, ratio: float) -> float:
@@ -82,3 +82,19 @@ def test_apply_lr_scales_each_group_from_its_initial_lr() -> None:
     assert apply_lr(optimizer, schedule, 2) == pytest.approx(0.05)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.05, 0.5])
     assert apply_lr(optimizer, schedule, 0) == pytest.approx(0.1)
+
+
+def test_a_fix_lr_group_keeps_its_initial_lr() -> None:
+    """SimSiam's predictor group (``fix_lr``) stays at its base lr; the others follow the cosine."""
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [a]}, {"params": [b], "fix_lr": True}], lr=0.05)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]
+    schedule = LrSchedule("cosine", epochs=4, iters_per_epoch=1)
+    schedules = per_group(optimizer, schedule.lr)
+    for iteration in range(4):
+        cosine = 0.05 * (1 + math.cos(math.pi * iteration / 4)) / 2
+        assert schedules[0](iteration) == pytest.approx(cosine)
+        assert schedules[1](iteration) == 0.05
+        assert apply_lr(optimizer, schedule, iteration) == pytest.approx(cosine)
+        assert optimizer.param_groups[1]["lr"] == 0.05

@@ -1,5 +1,6 @@
 """Pretraining: a method and its dataset trained epoch by epoch through :func:`sslzoo.runtime.loop.fit`
-(DDP, gradient accumulation, bf16 autocast, lr schedule, BYOL's after-step EMA, checkpoint/resume).
+(DDP, gradient accumulation, bf16 autocast, lr schedule, the methods' before- and after-step hooks
+(SwAV's frozen prototypes, BYOL's EMA), checkpoint/resume).
 
 Reproducibility: the sample order of an epoch depends only on ``(seed, epoch)``
 (:class:`~sslzoo.runtime.seeding.EpochSampler`), and the augmentation randomness only on
@@ -199,6 +200,7 @@ def train(
     if channels_last:
         method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(method, cfg)
+    method_before_step = getattr(method, "before_step", None)
     method_after_step = getattr(method, "after_step", None)
     fields = tuple(getattr(method, "batch_fields", ()))
     unknown = sorted(set(fields) - {"labels", "indices"})
@@ -216,6 +218,7 @@ def train(
         iters_per_epoch=iters_per_epoch,
         schedules={"lr": per_group(optimizer, schedule.lr)},
         accumulate=accumulate,
+        before_step=method_before_step,
         after_step=None if method_after_step is None else lambda done: method_after_step(done / total_iters),
         at_epoch_end=partial(keep_snapshot, method=method, cfg=cfg, run_dir=run_dir, ctx=ctx),
         seed=seed,

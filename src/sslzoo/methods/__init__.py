@@ -15,9 +15,13 @@ The contract every method class follows (the engine relies on nothing else):
   "indices")``: ``forward`` then also gets ``labels=`` (int64 [B], the manifest's class indices;
   the supervised baseline) and/or ``indices=`` (int64 [B], the samples' positions in the
   dataset; memory banks and cluster assignments) as keyword arguments, on the device.
+- optional ``method.before_step(iteration: int)`` called before each optimiser step, after its
+  backward passes, with ``iteration`` = optimiser steps already taken (SwAV drops the gradient
+  of its prototypes there while they are frozen).
 - optional ``method.after_step(progress: float)`` called after each optimiser step with
   ``progress`` = finished iterations / total iterations in [0, 1] (BYOL's EMA update).
-- optional ``method.param_groups(cfg: dict) -> list[dict]`` for per-group weight decay.
+- optional ``method.param_groups(cfg: dict) -> list[dict]`` for per-group weight decay, or a
+  group the lr schedule leaves at its base lr (``fix_lr=True``, SimSiam's predictor).
 - optional ``Method.build_dataset(cfg: dict, manifest_path, correspondence=None) -> Dataset``
   (a classmethod) for a method that reads more than one image per sample: the pretrain step
   then trains on its dataset (samples ``(views, label)``, ``views`` collated as above) instead of
@@ -37,7 +41,9 @@ from sslzoo.methods.orl import ORL
 from sslzoo.methods.relative_loc import RelativeLoc
 from sslzoo.methods.rotation_pred import RotationPred
 from sslzoo.methods.simclr import SimCLR
+from sslzoo.methods.simsiam import SimSiam
 from sslzoo.methods.supervised import Supervised
+from sslzoo.methods.swav import SwAV
 from sslzoo.methods.triplet import Triplet
 
 METHODS: dict[str, type[nn.Module]] = {
@@ -53,6 +59,8 @@ METHODS: dict[str, type[nn.Module]] = {
     # page each, as MMSelfSup's configs/selfsup/mocov1 and mocov2)
     "mocov1": MoCo,
     "mocov2": MoCo,
+    "simsiam": SimSiam,
+    "swav": SwAV,
 }
 
 

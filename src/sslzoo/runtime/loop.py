@@ -62,6 +62,7 @@ def fit(
     iters_per_epoch: int | None = None,
     schedules: Mapping[str, Sequence[Schedule]] | None = None,
     accumulate: int = 1,
+    before_step: Callable[[int], None] | None = None,
     after_step: Callable[[int], None] | None = None,
     at_epoch_end: Callable[[int], None] | None = None,
     checkpoint_every: int | None = None,
@@ -90,6 +91,9 @@ def fit(
             (:func:`~sslzoo.runtime.schedules.per_group`), set before each iteration's first
             forward; the log's ``lr`` is the first group's.
         accumulate: micro-batches per iteration (DDP synchronises the last one only).
+        before_step: called with the iterations done before every optimizer step, after its
+            backward passes (and DDP's gradient all-reduce): SwAV drops the gradients of its
+            frozen prototypes there.
         after_step: called with the iterations done after every optimizer step (BYOL's EMA).
         at_epoch_end: epochs only: called on every process with the epoch just finished
             (1-based) before that epoch's resume state is written, so a resume state never
@@ -150,6 +154,8 @@ def fit(
                     sums[key] = sums.get(key, 0) + value / accumulate
                 if not stepping:
                     continue
+                if before_step is not None:
+                    before_step(iteration)
                 optimizer.step()
                 iteration += 1
                 if after_step is not None:

@@ -98,18 +98,32 @@ def build_schedule(schedule_cfg: dict[str, Any], epochs: int, iters_per_epoch: i
 
 
 def apply_lr(optimizer: Optimizer, schedule: LrSchedule, iteration: int) -> float:
-    """Set every group's lr from its ``initial_lr`` for ``iteration``; return the first group's."""
-    for group in optimizer.param_groups:
-        group["lr"] = schedule.lr(group["initial_lr"], iteration)
+    """Set every group's lr from its ``initial_lr`` for ``iteration`` (a ``fix_lr`` group keeps
+    its ``initial_lr``, as in :func:`per_group`); return the first group's."""
+    for group, lr_at in zip(optimizer.param_groups, per_group(optimizer, schedule.lr), strict=True):
+        group["lr"] = lr_at(iteration)
     return optimizer.param_groups[0]["lr"]
+
+
+def _constant(value: float, iteration: int) -> float:
+    return value
 
 
 def per_group(
     optimizer: Optimizer, value_at: Callable[[float, int], float], base: str = "initial_lr"
 ) -> list[Callable[[int], float]]:
     """One ``iteration -> value`` schedule per parameter group: ``value_at(group[base], iteration)``
-    (e.g. ``per_group(optimizer, schedule.lr)``, the schedules of :func:`sslzoo.runtime.loop.fit`)."""
-    return [partial(value_at, group[base]) for group in optimizer.param_groups]
+    (e.g. ``per_group(optimizer, schedule.lr)``, the schedules of :func:`sslzoo.runtime.loop.fit`).
+
+    A group carrying ``fix_lr=True`` keeps ``group[base]`` at every iteration: SimSiam's predictor
+    (mmselfsup 0.x configs/selfsup/simsiam/simsiam_resnet50_8xb32-coslr-200e_in1k.py
+    ``paramwise_options={'predictor': dict(fix_lr=True)}``, whose lr
+    mmselfsup/core/hooks/simsiam_hook.py ``SimSiamHook`` resets to the base lr after the lr
+    updater at every epoch start)."""
+    return [
+        partial(_constant if group.get("fix_lr", False) else value_at, group[base])
+        for group in optimizer.param_groups
+    ]
 
 
 def cosine_momentum(base_momentum: float, progress: float) -> float:
