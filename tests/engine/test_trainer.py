@@ -428,3 +428,66 @@ def test_before_step_comes_between_the_backward_and_the_optimizer_step(tmp_path:
     assert torch.equal(head1, head)  # step 0 skipped the head (no gradient: no decay, no momentum)
     assert not torch.equal(backbone1, backbone)  # but moved the rest
     assert not torch.equal(method.head.weight, head)  # step 1 moved the head
+
+
+class PreparesEpochs(TinyMethod):
+    """A ``before_epoch`` method: records what the trainer gives it, returns a fixed order."""
+
+    batch_fields = ("indices",)
+
+    def __init__(self, order: list[int] | None) -> None:
+        super().__init__(0, bn=True)
+        self.order = order
+        self.calls: list[tuple[int, int, list[list[float]], bool]] = []
+        self.seen: list[list[int]] = []
+
+    def before_epoch(self, epoch: int, extract, seed: int) -> list[int] | None:
+        modes = []
+
+        def features(x: torch.Tensor) -> torch.Tensor:
+            modes.append(self.training)
+            return x[:, :2] * 2.0
+
+        extracted = extract(features)
+        self.calls.append((epoch, seed, extracted.tolist(), all(not m for m in modes) and bool(modes)))
+        return self.order
+
+    def forward(self, x: torch.Tensor, *, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.seen.append(indices.tolist())
+        return super().forward(x)
+
+
+def test_before_epoch_gets_the_features_of_every_sample_and_its_order_replaces_the_shuffle(
+    tmp_path: Path,
+) -> None:
+    from sslzoo.runtime.seeding import derived_seed
+
+    order = [3, 3, 0, 11, 5, 5, 5, 1, 2, 4, 6, 7]
+    method = PreparesEpochs(order)
+    clean = NoisyVectors(12, noise=0.0)
+    train(
+        method,
+        NoisyVectors(12, noise=0.1),
+        make_cfg(batch_size=4),
+        tmp_path / "w",
+        seed=4,
+        extract_dataset=clean,
+    )
+    expected = (clean.x[:, :2] * 2.0).tolist()  # in dataset order, extracted in eval mode
+    assert method.calls == [(0, derived_seed(4, 0), expected, True), (1, derived_seed(4, 1), expected, True)]
+    assert method.training  # back in training mode
+    assert method.seen == [order[:4], order[4:8], order[8:]] * 2
+
+
+def test_before_epoch_without_an_order_keeps_the_shuffle(tmp_path: Path) -> None:
+    method = PreparesEpochs(None)
+    data = NoisyVectors(12, noise=0.0)
+    train(method, data, make_cfg(batch_size=4, epochs=1), tmp_path / "w", seed=4, extract_dataset=data)
+    shuffled = SeesLabelsAndIndices()
+    train(shuffled, LabelledVectors(12, 0.0), make_cfg(batch_size=4, epochs=1), tmp_path / "s", seed=4)
+    assert method.seen == [indices for _, indices in shuffled.seen]
+
+
+def test_before_epoch_needs_an_extraction_dataset(tmp_path: Path) -> None:
+    with pytest.raises(SslzooError, match="extract_dataset="):
+        train(PreparesEpochs(None), NoisyVectors(8, 0.0), make_cfg(batch_size=4, epochs=1), tmp_path / "w")

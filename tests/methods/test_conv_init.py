@@ -23,6 +23,9 @@ CONFIGS: dict[str, dict] = {
         "stage1": "orl-stage1_resnet18_mini",
         "stage2": {"knn": {}, "correspondence": {}},
     },
+    # without the Sobel layer: the stem below takes the 3 colour channels
+    "deepcluster": {"method_args": {"num_clusters": 4, "with_sobel": False}},
+    "odc": {"method_args": {"num_clusters": 4, "neck": {"hidden": 16, "out": 8}}},
 }
 
 

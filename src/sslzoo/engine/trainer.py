@@ -14,12 +14,20 @@ One *iteration* is one optimizer step over ``accumulate`` micro-batches of ``bat
 samples per process; the lr schedule, ``train_log.jsonl`` and ``after_step(progress)`` count
 these. The micro-batches left over at the end of an epoch (fewer than ``accumulate``) are
 skipped, as is a last incomplete micro-batch.
+
+A method with ``before_epoch`` (DeepCluster, ODC: :mod:`sslzoo.methods`) is called at the start
+of every epoch, the resumed one included, after the global generators are reseeded and before
+the epoch's first batch, with the epoch's process-independent seed and a function that extracts
+features of the whole training set (read through the method's ``extract_views``); the order it
+may return replaces the epoch's shuffle. What it computes follows from the state of the epoch
+start (weights and buffers, which a resume restores), the data and that seed, so a resumed
+epoch repeats it exactly.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -38,14 +46,15 @@ from sslzoo.methods import METHODS
 from sslzoo.run_record import protocol_batch
 from sslzoo.runtime.checkpoint import save_atomic
 from sslzoo.runtime.device import move_to_device
-from sslzoo.runtime.dist import DistContext, barrier, cleanup, init_distributed
-from sslzoo.runtime.loaders import batches_per_epoch, epoch_loader
+from sslzoo.runtime.dist import DistContext, all_gather_tensor, barrier, cleanup, init_distributed
+from sslzoo.runtime.loaders import batches_per_epoch, epoch_loader, shard_loader, unshard
 from sslzoo.runtime.loop import fit
 from sslzoo.runtime.optim import build_optimizer
 from sslzoo.runtime.progress import say
 from sslzoo.runtime.record import run_record
 from sslzoo.runtime.run_dir import LATEST, TRAIN_LOG, RunDir
 from sslzoo.runtime.schedules import build_schedule, per_group
+from sslzoo.runtime.seeding import derived_seed
 
 __all__ = ["LATEST", "TRAIN_LOG", "pretrain_from_files", "train"]
 
@@ -119,6 +128,59 @@ def _method_step(
     return {"loss": outputs["loss"], **{key: outputs[key] for key in sorted(outputs) if key != "loss"}}
 
 
+# a batch of extraction images [B, 3, H, W] on the device -> features [B, D]
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _dataset_features(
+    method: nn.Module,
+    dataset: Dataset,
+    features: FeatureFn,
+    *,
+    batch_size: int,
+    ctx: DistContext,
+    workers: int,
+    channels_last: bool,
+) -> torch.Tensor:
+    """``features`` of every sample of ``dataset`` (``(image, label)`` pairs) with ``method`` in
+    eval mode and no gradient: float32 ``[N, D]`` on the CPU in dataset order, the same on every
+    process (each extracts a strided shard, :func:`~sslzoo.runtime.loaders.shard_loader`)."""
+    was_training = method.training
+    method.eval()
+    parts = []
+    with torch.no_grad():
+        for images, _ in shard_loader(dataset, batch_size, ctx, workers):
+            parts.append(features(move_to_device(images, ctx.device, channels_last)).float())
+    method.train(was_training)
+    gathered = all_gather_tensor(torch.cat(parts), ctx)
+    return unshard(gathered, len(dataset), ctx.world_size).cpu()  # type: ignore[arg-type]
+
+
+def _extraction_dataset(method: nn.Module, dataset: Dataset, cfg: dict[str, Any]) -> Dataset:
+    """The training manifest read through the method's ``extract_views(cfg)`` (its deterministic
+    extraction pipeline)."""
+    extract_views = getattr(method, "extract_views", None)
+    if extract_views is None or not isinstance(dataset, ManifestDataset):
+        raise SslzooError(
+            f"{type(method).__name__}.before_epoch extracts features of the training set: give train() "
+            "extract_dataset=, or a ManifestDataset and a method with extract_views(cfg)"
+        )
+    return ManifestDataset(dataset.manifest_path, extract_views(cfg))
+
+
+def _prepared_epoch(
+    batches: Callable[..., Any],
+    before_epoch: Callable[[int, Callable[[FeatureFn], torch.Tensor], int], Sequence[int] | None],
+    extract: Callable[[FeatureFn], torch.Tensor],
+    seed: int,
+    epoch: int,
+) -> Any:
+    """The loader of ``epoch`` after the method's ``before_epoch`` (seeded by ``(seed, epoch)``,
+    the same on every process); the order it returns, if any, replaces the epoch's shuffle."""
+    order = before_epoch(epoch, extract, derived_seed(seed, epoch))
+    return batches(epoch, order=None if order is None else torch.as_tensor(order).tolist())
+
+
 def _on_resume(
     state: Mapping[str, Any], *, ctx: DistContext, run_dir: RunDir, cfg: dict[str, Any], source: str
 ) -> None:
@@ -146,6 +208,7 @@ def train(
     ctx: DistContext | None = None,
     inputs: dict[str, str] | None = None,
     protocol_path: str | os.PathLike[str] | None = None,
+    extract_dataset: Dataset | None = None,
 ) -> dict[str, Any]:
     """Pretrain ``method`` on ``dataset`` for ``cfg["train"]["epochs"]``, resuming when possible.
 
@@ -167,6 +230,9 @@ def train(
             correspondence file): a resume state made from other inputs is set aside like one
             made with other settings.
         protocol_path: the model config file ``cfg`` was read from (named in the run record).
+        extract_dataset: ``(image, label)`` samples of the training set in ``dataset``'s order
+            that a method with ``before_epoch`` extracts features from; default: ``dataset``'s
+            manifest read through the method's ``extract_views(cfg)``.
 
     Returns:
         ``{"epoch", "iterations", "iters_per_epoch", "resumed_from_epoch", "run"}``; ``run`` is
@@ -207,11 +273,28 @@ def train(
     if unknown:
         raise SslzooError(f"{type(method).__name__}.batch_fields: {unknown} are not labels or indices")
 
+    batches = partial(epoch_loader, IndexedDataset(dataset), batch_size, seed, ctx=ctx, workers=workers)
+    before_epoch = getattr(method, "before_epoch", None)
+    if before_epoch is not None:
+        extraction = (
+            extract_dataset if extract_dataset is not None else _extraction_dataset(method, dataset, cfg)
+        )
+        extract = partial(
+            _dataset_features,
+            method,
+            extraction,
+            batch_size=batch_size,
+            ctx=ctx,
+            workers=workers,
+            channels_last=channels_last,
+        )
+        batches = partial(_prepared_epoch, batches, before_epoch, extract, seed)
+
     result = fit(
         partial(_method_step, device=device, channels_last=channels_last, amp=amp, fields=fields),
         method,
         optimizer,
-        partial(epoch_loader, IndexedDataset(dataset), batch_size, seed, ctx=ctx, workers=workers),
+        batches,
         run_dir,
         PretrainIdentity(cfg, seed, iters_per_epoch, ctx.world_size, dict(inputs or {})),
         total_iters=total_iters,

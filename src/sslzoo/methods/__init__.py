@@ -28,6 +28,17 @@ The contract every method class follows (the engine relies on nothing else):
   ``ManifestDataset(manifest_path, Method.views(cfg))``. ``correspondence`` is the pretrain
   step's ``--correspondence`` file; a method that needs it and gets None raises SslzooError
   naming the option (ORL stage 3).
+- optional ``method.before_epoch(epoch: int, extract, seed: int) -> Sequence[int] | None``,
+  called by the trainer at the start of every epoch (0-based ``epoch``, the resumed one
+  included) before its first batch, for methods whose per-epoch state comes from the whole
+  training set (DeepCluster's clusters, ODC's memory). ``extract(fn)`` runs
+  ``fn: [B, 3, H, W] -> [B, D]`` over every training sample read through the optional
+  ``Method.extract_views(cfg)`` transform (staticmethod, a deterministic pipeline) with the
+  method in eval mode and no gradient, and returns float32 ``[N, D]`` on the CPU in dataset
+  order, the same on every process. ``seed`` is the epoch's seed, the same on every process.
+  The return value, ``N`` dataset indices over all processes, replaces the epoch's shuffle
+  (None keeps it). A resumed epoch calls it again with the restored weights: whatever it sets
+  must follow from those, the data and ``seed``, and live in buffers if later epochs need it.
 """
 
 from __future__ import annotations
@@ -35,8 +46,10 @@ from __future__ import annotations
 from torch import nn
 
 from sslzoo.methods.byol import BYOL
+from sslzoo.methods.deepcluster import DeepCluster
 from sslzoo.methods.moco import MoCo
 from sslzoo.methods.npid import NPID
+from sslzoo.methods.odc import ODC
 from sslzoo.methods.orl import ORL
 from sslzoo.methods.relative_loc import RelativeLoc
 from sslzoo.methods.rotation_pred import RotationPred
@@ -61,6 +74,8 @@ METHODS: dict[str, type[nn.Module]] = {
     "mocov2": MoCo,
     "simsiam": SimSiam,
     "swav": SwAV,
+    "deepcluster": DeepCluster,
+    "odc": ODC,
 }
 
 
