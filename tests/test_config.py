@@ -172,6 +172,9 @@ REFERENCE_CONV_INIT = {
     "mocov2": "fan_out",
     "simsiam": "fan_out",
     "swav": "fan_out",
+    "deepcluster": "fan_out",  # MMSelfSup 0.x, as above (the schema's default)
+    "deepcluster-sobel": "fan_out",
+    "odc": "fan_out",
 }
 
 

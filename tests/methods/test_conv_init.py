@@ -4,13 +4,16 @@ methods' target backbone starts as a copy of the online one."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from sslzoo.config import load_model_config
 from sslzoo.methods import METHODS
 from sslzoo.models.backbone import ResNetBackbone
 
+REPO = Path(__file__).resolve().parents[2]
 SMALL_MLP = {"hidden": 16, "out": 8}
 # the smallest config each method builds from (ORL checks that stage1 / stage2 are there)
 CONFIGS: dict[str, dict] = {
@@ -27,6 +30,12 @@ CONFIGS: dict[str, dict] = {
     "deepcluster": {"method_args": {"num_clusters": 4, "with_sobel": False}},
     "odc": {"method_args": {"num_clusters": 4, "neck": {"hidden": 16, "out": 8}}},
 }
+# the other methods from their mini configs (views, train and method_args as the zoo runs them)
+MINI = {"npid": "npid", "supervised": "supervised", "simclr": "simclr", "mocov1": "mocov1",
+        "mocov2": "mocov2", "simsiam": "simsiam", "swav": "swav"}  # fmt: skip
+for _method, _stem in MINI.items():
+    _cfg = load_model_config(REPO / "config" / "models" / f"{_stem}_resnet18_mini.yaml")
+    CONFIGS[_method] = {key: value for key, value in _cfg.items() if key != "backbone"}
 
 
 def test_every_method_is_covered() -> None:
