@@ -112,6 +112,17 @@ def print_tests(rows: dict[str, list[dict[str, Any]]]) -> None:
     print(table(["LARS steps", "parameter", "last update (max abs)", "ours - lightly (max abs)"],
                 [[r["steps"], r["parameter"], f"{r['update']:.3g}", f"{r['max_abs_difference']:.1e}"]
                  for r in rows["lars"]]))  # fmt: skip
+    print("\n### SimCLR and MoCo against lightly\n")
+    nt_xent = rows["nt_xent"]
+    print(table(["quantity", "ours", "lightly"],
+                [[f"NT-Xent, 1 process, temperature {r['temperature']}", r["ours"], r["lightly"]]
+                 for r in nt_xent if r["processes"] == 1]
+                + [[f"NT-Xent, 2 processes, rank {r['rank']}", r["ours"], r["lightly"]]
+                   for r in nt_xent if r["processes"] == 2]
+                + [[f"MoCo loss against the queue, step {r['step'] + 1} of 5", r["ours"], r["lightly"]]
+                   for r in rows["moco_queue"]], 10))  # fmt: skip
+    difference = rows["moco_momentum"][0]["max_abs_difference"]
+    print(f"\nMoCo key encoder update, ours - lightly (max abs): {difference:.1e}")
     print("\n### Detection and segmentation metrics\n")
     print(table(["metric", "ours", "independent"],
                 [[f"COCO {r['metric']}", r["ours"], r["pycocotools"]] for r in rows["coco"]]
