@@ -165,6 +165,9 @@ REFERENCE_CONV_INIT = {
     "orl-stage1": "fan_in",
     "orl": "fan_in",
     "triplet": "fan_in",
+    "deepcluster": "fan_out",
+    "deepcluster-sobel": "fan_out",
+    "odc": "fan_out",
 }
 
 
