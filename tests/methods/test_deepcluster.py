@@ -111,16 +111,19 @@ def test_the_head_has_no_momentum() -> None:
 
 
 class KilledDeepCluster(DeepCluster):
-    """Raises :class:`Killed` at its ``kill_at``-th forward; records the epochs it prepared."""
+    """Raises :class:`Killed` at its ``kill_at``-th forward; records the epochs it clustered."""
 
     def __init__(self, kill_at: int | None = None, init_seed: int = 0) -> None:
         torch.manual_seed(init_seed)
-        super().__init__(depth=18, num_clusters=4, pca_dim=8, with_sobel=True)
-        self.kill_at, self.forwards, self.prepared = kill_at, 0, []
+        super().__init__(depth=18, num_clusters=4, pca_dim=8, with_sobel=True, cluster_interval=2)
+        self.kill_at, self.forwards, self.clustered = kill_at, 0, []
 
     def before_epoch(self, epoch: int, extract: Callable, seed: int) -> torch.Tensor | None:
-        self.prepared.append(epoch)
-        return super().before_epoch(epoch, extract, seed)
+        def recorded(fn: Callable) -> torch.Tensor:
+            self.clustered.append(epoch)
+            return extract(fn)
+
+        return super().before_epoch(epoch, recorded, seed)
 
     def forward(self, images: torch.Tensor, *, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         self.forwards += 1
@@ -130,15 +133,22 @@ class KilledDeepCluster(DeepCluster):
 
 
 def test_killed_and_resumed_training_equals_the_uninterrupted_run(tmp_path: Path) -> None:
-    cfg = tiny_config("deepcluster", {**TINY_ARGS, "with_sobel": True})
+    # 3 epochs of 3 iterations, clustering at the starts of epochs 1 and 3
+    cfg = tiny_config("deepcluster", {**TINY_ARGS, "with_sobel": True, "cluster_interval": 2}, epochs=3)
     reference = KilledDeepCluster()
     run(reference, cfg, tmp_path / "a", tmp_path / "a.pth")
-    assert reference.prepared == [0, 1]
+    assert reference.clustered == [0, 2]
     with pytest.raises(Killed):
         run(KilledDeepCluster(kill_at=3 + 2), cfg, tmp_path / "b", tmp_path / "b.pth")  # mid epoch 2
-    resumed = KilledDeepCluster(init_seed=9)  # other weights: the resume state must win
-    assert run(resumed, cfg, tmp_path / "b", tmp_path / "b.pth")["resumed_from_epoch"] == 1
-    assert resumed.prepared == [1]  # the resumed epoch clustered again, from the restored weights
+    # resumed at epoch 2: the labels of epoch 1's clustering come from the resume state
+    second = KilledDeepCluster(kill_at=3 + 2, init_seed=9)  # other weights: the resume state must win
+    with pytest.raises(Killed):
+        run(second, cfg, tmp_path / "b", tmp_path / "b.pth")  # mid epoch 3
+    assert second.clustered == [2]
+    # resumed at epoch 3: it clusters again, from the restored weights
+    third = KilledDeepCluster(init_seed=9)
+    assert run(third, cfg, tmp_path / "b", tmp_path / "b.pth")["resumed_from_epoch"] == 2
+    assert third.clustered == [2]
     a = torch.load(tmp_path / "a.pth", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b.pth", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and a["labels"].shape == (24,)

@@ -45,6 +45,15 @@ def test_samples_memory_moves_features_by_the_momentum_and_relabels_them() -> No
     )
 
 
+def test_the_momentum_weighs_the_new_feature() -> None:
+    memory = filled()
+    memory.momentum = 0.25
+    memory.update_samples_memory(torch.tensor([1]), torch.tensor([[2.0, 0.0]]))
+    # 0.75 [0, 1] + 0.25 [1, 0] = [0.25, 0.75], normalised
+    norm = math.sqrt(0.25**2 + 0.75**2)
+    torch.testing.assert_close(memory.feature_bank[1], torch.tensor([0.25 / norm, 0.75 / norm]))
+
+
 def test_a_sample_twice_in_a_batch_keeps_its_last_row() -> None:
     memory = filled()
     memory.centroids.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
