@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -31,7 +34,8 @@ def test_record_on_cpu_holds_the_versions_device_and_batch_product() -> None:
     )
     assert record["torch"] == torch.__version__ and record["cuda"] == torch.version.cuda
     assert record["cuda_available"] == torch.cuda.is_available()
-    assert record["device"] == cpu_model() and record["git_rev"] == git_revision()
+    kernels = torch.backends.cpu.get_cpu_capability()
+    assert record["device"] == f"{cpu_model()} ({kernels} kernels)" and record["git_rev"] == git_revision()
     assert record["protocol"] == protocol
     assert protocol["total_batch"] == 8 * 32 * 16 and protocol["config"] == "config/models/x.yaml"
 
@@ -48,7 +52,7 @@ def test_cpu_model_comes_from_cpuinfo_or_platform() -> None:
     else:
         assert cpu_model() in (platform.processor(), platform.machine(), "unknown")
     if not torch.cuda.is_available():
-        assert device_name() == cpu_model()
+        assert device_name() == f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()} kernels)"
     else:
         assert device_name() == torch.cuda.get_device_name()
 
@@ -58,3 +62,17 @@ def test_steps_that_do_not_train_have_no_batch_and_no_protocol() -> None:
     assert record["total_batch"] is None and record["protocol"] is None
     assert not differs_from_protocol(record)
     assert check_record(record, "metrics.json: meta.run") == record
+
+
+def test_the_device_names_the_cpu_kernels_the_process_computes_with() -> None:
+    """A process whose kernels are pinned to the plain ones (ATEN_CPU_CAPABILITY=default)
+    records them: two runs on other kernels are told apart in their records."""
+    code = "from sslzoo.runtime.record import device_name; print(device_name(torch.device('cpu')))"
+    out = subprocess.run(
+        [sys.executable, "-c", f"import torch; {code}"],
+        env=dict(os.environ, ATEN_CPU_CAPABILITY="default"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out == f"{cpu_model()} (DEFAULT kernels)"

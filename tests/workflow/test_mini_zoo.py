@@ -147,6 +147,16 @@ def test_pretraining_resumed_after_kill(mini_zoo: Path) -> None:
     assert max(rec["epoch"] for rec in train_log) == cfg["train"]["epochs"]
 
 
+def test_records_name_the_cpu_kernels_the_jobs_computed_with(mini_zoo: Path) -> None:
+    """Mini numbers depend on the CPU kernels (src/sslzoo/cpu_kernels.py): each record says which."""
+    import torch
+
+    kernels = torch.backends.cpu.get_cpu_capability()
+    for benchmark in ("linear_avgpool_imagenet", "knn_imagenet"):
+        device = _metrics(mini_zoo, benchmark, MODEL)["meta"]["run"]["device"]
+        assert device.endswith(f"({kernels} kernels)"), device
+
+
 def test_knn_metrics_are_real_numbers(mini_zoo: Path) -> None:
     for model in (MODEL, "random"):
         metrics = json.loads(

@@ -13,10 +13,16 @@ from sslzoo.benchmarks.registry import BENCHMARKS, check_model_benchmarks, of_ki
 from sslzoo.benchmarks.repeats import run_seed
 from sslzoo.comparison import load_comparison, metrics_needed
 from sslzoo.config import check_snapshots, snapshot_name, training_config
+from sslzoo.cpu_kernels import kernel_env
 from sslzoo.errors import SslzooError
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+
+# The CPU kernels of every job (config `cpu_kernels`): jobs inherit this environment, locally
+# and through sbatch; a variable the user has set already wins.
+for _name, _value in kernel_env(config["cpu_kernels"]).items():
+    os.environ.setdefault(_name, _value)
 
 MODEL_SCHEMA = os.path.join(workflow.basedir, "src", "sslzoo", "schemas", "model.schema.yaml")
 

@@ -14,12 +14,14 @@ from sslzoo.run_record import ProtocolBatch, RunRecord, cpu_model, job_wall_time
 
 
 def device_name(device: torch.device | None = None) -> str:
-    """The GPU's name for a CUDA ``device`` (default: CUDA when available), else :func:`cpu_model`."""
+    """The GPU's name for a CUDA ``device`` (default: CUDA when available), else :func:`cpu_model`
+    and the instruction set of the CPU kernels torch computes with, e.g. ``AMD EPYC (AVX2
+    kernels)``: runs on other kernels round differently (:mod:`sslzoo.cpu_kernels`)."""
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return cpu_model()
+    return f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()} kernels)"
 
 
 def run_record(
