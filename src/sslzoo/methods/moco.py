@@ -50,7 +50,7 @@ from sslzoo.config import section_with_defaults
 from sslzoo.data.contrastive_views import contrastive_views
 from sslzoo.data.transforms import TwoViews
 from sslzoo.errors import SslzooError
-from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone, backbone_args
 from sslzoo.models.contrastive import info_nce
 from sslzoo.models.queue import KeyQueue
 from sslzoo.models.shuffle_bn import shuffle_across_processes, split_batch_norm, unshuffle_across_processes
@@ -142,9 +142,7 @@ class MoCo(nn.Module):
                 f"({batch}) divisible by it and backbone.sync_bn false"
             )
         return cls(
-            depth=backbone.get("depth", 50),
-            zero_init_residual=backbone.get("zero_init_residual", False),
-            conv_init=backbone.get("conv_init", DEFAULT_CONV_INIT),
+            **backbone_args(cfg),
             **args,
         )
 

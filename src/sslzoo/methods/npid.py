@@ -35,7 +35,7 @@ from torchvision import transforms
 from sslzoo.config import section_with_defaults
 from sslzoo.data.single_view import single_view_pipeline
 from sslzoo.errors import SslzooError
-from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone, backbone_args
 from sslzoo.models.memory_bank import MemoryBank
 
 # views keys -> reference values (configs/selfsup/_base_/datasets/imagenet_npid.py): RandomResizedCrop
@@ -126,11 +126,8 @@ class NPID(nn.Module):
     def from_config(cls, cfg: dict[str, Any]) -> NPID:
         """Build from a model config (``backbone`` and ``method_args``, keys of :data:`METHOD_KEYS`)."""
         args = section_with_defaults(cfg.get("method_args"), METHOD_KEYS, "method_args")
-        backbone = cfg.get("backbone", {})
         return cls(
-            depth=backbone.get("depth", 50),
-            zero_init_residual=backbone.get("zero_init_residual", False),
-            conv_init=backbone.get("conv_init", DEFAULT_CONV_INIT),
+            **backbone_args(cfg),
             **args,
         )
 

@@ -35,7 +35,7 @@ from torch import nn
 from sslzoo.config import section_with_defaults
 from sslzoo.data.transforms import PATCH_GRID as GRID  # patches per side
 from sslzoo.data.transforms import RelativeLocPatches
-from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone, backbone_args
 
 CENTRE = GRID * GRID // 2  # grid index of the centre patch (4)
 NEIGHBOURS: tuple[int, ...] = tuple(i for i in range(GRID * GRID) if i != CENTRE)  # label -> grid index
@@ -116,11 +116,8 @@ class RelativeLoc(nn.Module):
         """Build from a model config: ``backbone.depth``/``zero_init_residual``/``conv_init`` and ``method_args``
         keys ``hidden``, ``dropout``, ``bn_momentum``, ``head_weight_decay``."""
         args = section_with_defaults(cfg.get("method_args"), METHOD_KEYS, "method_args")
-        backbone = cfg.get("backbone", {})
         return cls(
-            depth=backbone.get("depth", 50),
-            zero_init_residual=backbone.get("zero_init_residual", False),
-            conv_init=backbone.get("conv_init", DEFAULT_CONV_INIT),
+            **backbone_args(cfg),
             hidden=int(args["hidden"]),
             dropout=float(args["dropout"]),
             bn_momentum=float(args["bn_momentum"]),

@@ -41,7 +41,7 @@ from sslzoo.config import section_with_defaults
 from sslzoo.data.contrastive_views import contrastive_views
 from sslzoo.data.transforms import TwoViews
 from sslzoo.errors import SslzooError
-from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone, backbone_args
 from sslzoo.models.contrastive import nt_xent
 
 # method_args keys -> the reference's values (configs/selfsup/_base_/models/simclr.py)
@@ -98,11 +98,8 @@ class SimCLR(nn.Module):
     def from_config(cls, cfg: dict) -> SimCLR:
         """Build from a model config; ``method_args``: ``temperature``, ``neck``."""
         args = section_with_defaults(cfg.get("method_args"), METHOD_KEYS, "method_args")
-        backbone = cfg.get("backbone", {})
         return cls(
-            depth=backbone.get("depth", 50),
-            zero_init_residual=backbone.get("zero_init_residual", False),
-            conv_init=backbone.get("conv_init", DEFAULT_CONV_INIT),
+            **backbone_args(cfg),
             **args,
         )
 

@@ -25,7 +25,7 @@ from torchvision import transforms
 from sslzoo.config import section_with_defaults
 from sslzoo.data.single_view import single_view_pipeline
 from sslzoo.errors import SslzooError
-from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone, backbone_args
 
 # views keys -> the classification recipe (mmcls configs/_base_/datasets/imagenet_bs32.py):
 # RandomResizedCrop 224 with torchvision's default scale (0.08, 1), horizontal flip 0.5
@@ -75,11 +75,8 @@ class Supervised(nn.Module):
     def from_config(cls, cfg: dict[str, Any]) -> Supervised:
         """Build from a model config (``backbone`` and ``method_args.num_classes``)."""
         args = section_with_defaults(cfg.get("method_args"), METHOD_KEYS, "method_args")
-        backbone = cfg.get("backbone", {})
         return cls(
-            depth=backbone.get("depth", 50),
-            zero_init_residual=backbone.get("zero_init_residual", False),
-            conv_init=backbone.get("conv_init", DEFAULT_CONV_INIT),
+            **backbone_args(cfg),
             **args,
         )
 

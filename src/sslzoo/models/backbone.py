@@ -39,6 +39,17 @@ DEFAULT_CONV_INIT: str = model_schema_default("backbone", "conv_init")
 CONV_INIT_MODES: tuple[str, ...] = ("fan_out", "fan_in")
 
 
+def backbone_args(cfg: dict) -> dict:
+    """The :class:`ResNetBackbone` arguments of a model config's ``backbone`` section: ``depth``
+    (default 50), ``zero_init_residual`` (False) and ``conv_init`` (the model schema's default)."""
+    backbone = cfg.get("backbone", {})
+    return {
+        "depth": int(backbone.get("depth", 50)),
+        "zero_init_residual": bool(backbone.get("zero_init_residual", False)),
+        "conv_init": backbone.get("conv_init", DEFAULT_CONV_INIT),
+    }
+
+
 def kaiming_init_convs(module: nn.Module, mode: str) -> None:
     """He et al. 2015 normal init of every ``nn.Conv2d`` in ``module``, biases zero.
 
