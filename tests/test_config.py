@@ -3,6 +3,7 @@ config/models/*.yaml validates."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -194,6 +195,62 @@ def test_mini_configs_init_like_the_random_row(path: Path) -> None:
     """The mini zoo keeps torchvision's fan_out init (its config headers say why): the init of the
     random-init row that every method must beat."""
     assert load_model_config(path)["backbone"]["conv_init"] == "fan_out"
+
+
+# Configs that run another config's recipe at another length (or, SwAV's, with other crops):
+# name -> (the config it extends, every training value it changes). Each changed value names its
+# source; nothing else may differ, so a value edited in one file but not the other is caught.
+DERIVED = {
+    # mmselfsup 0.x configs/selfsup/byol/byol_resnet50_8xb32-accum16-coslr-300e_in1k.py: max_epochs=300
+    "byol_resnet50_8xb32-accum16-coslr-300e_in1k": ("byol_resnet50_8xb32-accum16-coslr-200e_in1k", {"train.epochs": 300}),
+    # no reference config: BYOL paper (Grill et al. 2020) Sec. 3.3, 1000 epochs
+    "byol_resnet50_8xb32-accum16-coslr-1000e_in1k": ("byol_resnet50_8xb32-accum16-coslr-200e_in1k", {"train.epochs": 1000}),
+    # no reference config: SimCLR paper (Chen et al. 2020) Sec. 6, 1000 epochs
+    "simclr_resnet50_8xb32-coslr-1000e_in1k": ("simclr_resnet50_8xb32-coslr-200e_in1k", {"train.epochs": 1000}),
+    # facebookresearch/moco README.md "Models": MoCo v2 800 epochs (main_moco.py --epochs 800)
+    "mocov2_resnet50_8xb32-coslr-800e_in1k": ("mocov2_resnet50_8xb32-coslr-200e_in1k", {"train.epochs": 800}),
+    # no reference config: SimSiam paper (Chen & He 2021) Table 4, 400 and 800 epochs
+    "simsiam_resnet50_8xb32-coslr-400e_in1k": ("simsiam_resnet50_8xb32-coslr-200e_in1k", {"train.epochs": 400}),
+    "simsiam_resnet50_8xb32-coslr-800e_in1k": ("simsiam_resnet50_8xb32-coslr-200e_in1k", {"train.epochs": 800}),
+    # facebookresearch/swav scripts/swav_400ep_2x224_pretrain.sh: --nmb_crops 2 --size_crops 224
+    # --min_scale_crops 0.08 --max_scale_crops 1.
+    "swav_resnet50_8xb32-coslr-200e_in1k-224": (
+        "swav_resnet50_8xb32-mcrop-2-6-coslr-200e_in1k-224-96",
+        {"views.crops": [{"count": 2, "image_size": 224, "scale": [0.08, 1.0]}]},
+    ),
+}  # fmt: skip
+
+
+def _flat(node: object, prefix: str = "") -> dict[str, object]:
+    """Nested mappings as ``a.b.c`` -> value (lists are values)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, object] = {}
+    for key, value in node.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+@pytest.mark.parametrize("name", sorted(DERIVED))
+def test_a_derived_config_changes_only_its_listed_values(name: str) -> None:
+    base_name, changes = DERIVED[name]
+    derived = load_model_config(REPO / "config" / "models" / f"{name}.yaml")
+    base = load_model_config(REPO / "config" / "models" / f"{base_name}.yaml")
+    ours, theirs = _flat(training_config(derived)), _flat(training_config(base))
+    differing = {key for key in ours.keys() | theirs.keys() if ours.get(key, "-") != theirs.get(key, "-")}
+    assert differing == set(changes)
+    assert {key: ours[key] for key in changes} == changes
+    # the same papers' protocols, and its own numbers only (none of the base config's)
+    assert derived["extra_benchmarks"] == base["extra_benchmarks"]
+    assert all(derived["reported"].get(bench) != numbers for bench, numbers in base["reported"].items())
+
+
+@pytest.mark.parametrize("path", FULL_SCALE_CONFIGS, ids=[p.stem for p in FULL_SCALE_CONFIGS])
+def test_the_epochs_in_the_name_are_the_runs(path: Path) -> None:
+    """MMSelfSup's names carry the schedule's length (``-coslr-800e_in1k``)."""
+    named = re.search(r"-(\d+)e_", path.stem)
+    assert named, f"{path.name}: no <epochs>e in the name"
+    assert load_model_config(path)["train"]["epochs"] == int(named.group(1))
 
 
 def test_model_configs_exist() -> None:
