@@ -129,6 +129,42 @@ def test_three_heads_share_one_online_and_one_target_network() -> None:
         assert torch.equal(p_new, p_old)
 
 
+def stem_batch_stats(model: ORL, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and unbiased variance of the online stem conv's output over (N, H, W)."""
+    with torch.no_grad():
+        maps = torch.nn.functional.conv2d(images, model.backbone.conv1.weight, stride=2, padding=3)
+    flat = maps.transpose(0, 1).reshape(maps.shape[1], -1)
+    return flat.mean(1), flat.var(1, unbiased=True)
+
+
+@pytest.mark.parametrize("roi_running_stats", [True, False])
+def test_roi_running_stats_decides_which_views_move_the_bn_running_statistics(
+    roi_running_stats: bool,
+) -> None:
+    model = tiny_orl(roi_running_stats=roi_running_stats)
+    batch = random_batch()
+    bn = model.backbone.bn1
+    bn.running_mean.fill_(0.5)
+    bn.running_var.fill_(2.0)
+    # the online stem's BN sees, in order, global x1, x2, then (when they count) intra x1, x2, inter x1, x2
+    views = [*batch["global"]] + ([*batch["intra"], *batch["inter"]] if roi_running_stats else [])
+    mean, var = torch.full_like(bn.running_mean, 0.5), torch.full_like(bn.running_var, 2.0)
+    for images in views:
+        m, v = stem_batch_stats(model, images)
+        mean, var = 0.9 * mean + 0.1 * m, 0.9 * var + 0.1 * v
+    out = model(batch)
+    assert torch.allclose(bn.running_mean, mean, atol=1e-5) and torch.allclose(bn.running_var, var, atol=1e-4)
+    assert bn.momentum == 0.1
+    # frozen statistics change nothing in the loss: the RoI passes still normalise with their batch
+    reference = tiny_orl(roi_running_stats=True)(batch)
+    assert out["loss"].item() == pytest.approx(reference["loss"].item(), abs=1e-6)
+
+
+def test_roi_running_stats_must_be_a_bool() -> None:
+    with pytest.raises(SslzooError, match="roi_running_stats"):
+        tiny_orl(roi_running_stats="no")
+
+
 def test_from_config_refuses_a_config_without_the_stage_keys() -> None:
     cfg = {"backbone": {"depth": 18}, "method_args": {"projector": SMALL_MLP, "predictor": SMALL_MLP}}
     with pytest.raises(SslzooError, match="stage1, stage2"):
@@ -239,7 +275,12 @@ def test_configs_load_and_follow_the_reference(name: str) -> None:
         assert cfg["gpus"] * train["batch_size"] * train["accumulate"] == 512
         assert train["epochs"] == 800 and train["optimizer"]["lr"] == 0.4
         assert train["schedule"]["warmup_epochs"] == 4 and train["amp"]
-        assert cfg["backbone"] == {"depth": 50, "sync_bn": True, "zero_init_residual": False, "conv_init": "fan_in"}
+        assert cfg["backbone"] == {
+            "depth": 50,
+            "sync_bn": True,
+            "zero_init_residual": False,
+            "conv_init": "fan_in",
+        }
         assert (entry.reported != {}) == stage3
     else:
         total = cfg["gpus"] * train["batch_size"] * train["accumulate"]

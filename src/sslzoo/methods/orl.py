@@ -17,6 +17,14 @@ and ``inter_predictor`` (inter-RoI). Each branch is BYOL's symmetric loss on its
 w_inter L_inter`` with weights 1. The reference's head writes each direction as ``2 - 2 cos``:
 its ``loss_global``, ``loss_local_intra``, ``loss_local_inter`` are ours + 4 each (same gradients).
 
+BN running statistics: every forward pass of the online backbone in train mode normalises with
+its batch's statistics and, in the reference, also moves the running statistics (momentum 0.1)
+that a frozen backbone uses in the benchmarks. The RoI crops go through after the global views,
+so the running statistics end up about three quarters those of RoI crops (``roi_size`` px
+zoomed-in boxes) rather than of whole images. ``roi_running_stats: false`` keeps the online
+backbone's running statistics to the global views: the RoI passes still normalise with their
+own batch statistics (the same losses and gradients) but leave the running ones as they are.
+
 Data: :class:`~sslzoo.data.orl_dataset.ORLDataset` (the global views and the intra- and
 inter-RoI crop pairs of each image, from the stage-2 correspondence file); the RoI crops and
 their pipelines are in :mod:`sslzoo.data.transforms`.
@@ -25,7 +33,8 @@ their pipelines are in :mod:`sslzoo.data.transforms`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -41,10 +50,11 @@ from sslzoo.models.momentum_pair import MomentumPair
 # Jiahao000/ORL: NonLinearNeckSimCLR(with_bias=False) keeps its default fc0_bias=True (a bias on
 # the hidden fc, none on the output fc); projector and predictors init_weights(init_linear='kaiming')
 ORL_MLP: dict[str, Any] = {"bias": True, "last_bias": False, "init": "kaiming"}
-LOSS_WEIGHT_KEYS: dict[str, float] = {
+ORL_KEYS: dict[str, Any] = {
     "global_loss_weight": 1.0,
     "local_intra_loss_weight": 1.0,
     "local_inter_loss_weight": 1.0,
+    "roi_running_stats": True,
 }
 BRANCHES: tuple[str, ...] = ("global", "intra", "inter")
 
@@ -67,6 +77,8 @@ class ORL(MomentumPair):
 
     Args:
         global_loss_weight, local_intra_loss_weight, local_inter_loss_weight: the branch weights.
+        roi_running_stats: whether the RoI crops' passes move the online backbone's BN running
+            statistics (True: the reference; False: only the global views do).
         **byol: :class:`~sslzoo.models.momentum_pair.MomentumPair` (BYOL's) arguments; projector
             and predictors default to the reference's bias on the hidden fc only and kaiming
             init (``ORL_MLP``).
@@ -77,6 +89,7 @@ class ORL(MomentumPair):
         global_loss_weight: float = 1.0,
         local_intra_loss_weight: float = 1.0,
         local_inter_loss_weight: float = 1.0,
+        roi_running_stats: bool = True,
         **byol: Any,
     ) -> None:
         byol["projector"] = {**ORL_MLP, **(byol.get("projector") or {})}
@@ -91,10 +104,15 @@ class ORL(MomentumPair):
             "intra": float(local_intra_loss_weight),
             "inter": float(local_inter_loss_weight),
         }
+        if not isinstance(roi_running_stats, bool):
+            raise SslzooError(
+                f"model config method_args.roi_running_stats = {roi_running_stats!r}: must be true or false"
+            )
+        self.roi_running_stats = roi_running_stats
 
     @classmethod
     def method_keys(cls) -> dict[str, Any]:
-        return {**super().method_keys(), **LOSS_WEIGHT_KEYS}
+        return {**super().method_keys(), **ORL_KEYS}
 
     @classmethod
     def from_config(cls, cfg: dict) -> ORL:
@@ -132,6 +150,21 @@ class ORL(MomentumPair):
         """Branch name -> its predictor."""
         return {"global": self.predictor, "intra": self.intra_predictor, "inter": self.inter_predictor}
 
+    @contextmanager
+    def frozen_running_stats(self) -> Iterator[None]:
+        """Within: the online backbone's BN layers normalise with batch statistics in train mode
+        but leave their running statistics unchanged (momentum 0: ``r <- 1 r + 0 batch``)."""
+        layers = [m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [(m.momentum, m.num_batches_tracked.clone()) for m in layers]
+        for m in layers:
+            m.momentum = 0.0
+        try:
+            yield
+        finally:
+            for m, (momentum, tracked) in zip(layers, saved, strict=True):
+                m.momentum = momentum
+                m.num_batches_tracked.copy_(tracked)
+
     def forward(self, batch: Mapping[str, Sequence[torch.Tensor]]) -> dict[str, torch.Tensor]:  # type: ignore[override]
         """Weighted sum of the three branch losses.
 
@@ -144,9 +177,13 @@ class ORL(MomentumPair):
             detached; the reference's names); ``momentum``.
         """
         heads = self.heads()
-        branches = {
-            name: self.loss_weights[name] * self.branch_loss(heads[name], *batch[name]) for name in BRANCHES
-        }
+        branches = {}
+        for name in BRANCHES:
+            if name == "global" or self.roi_running_stats:
+                branches[name] = self.loss_weights[name] * self.branch_loss(heads[name], *batch[name])
+                continue
+            with self.frozen_running_stats():
+                branches[name] = self.loss_weights[name] * self.branch_loss(heads[name], *batch[name])
         loss = branches["global"] + branches["intra"] + branches["inter"]
         return {
             "loss": loss,
