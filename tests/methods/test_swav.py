@@ -90,6 +90,8 @@ def tiny_cfg(**method_args: object) -> dict:
         **cfg["method_args"],
         "projector": {"hidden": 16, "out": 8},
         "prototypes": 6,
+        "epsilon": 0.05,  # the values loss_by_hand computes with, whatever the mini config sets
+        "temperature": 0.1,
         "queue_length": 8,
         "queue_start_epoch": 1,
         "freeze_prototypes_iters": 0,
