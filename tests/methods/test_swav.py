@@ -53,15 +53,30 @@ def plain_sinkhorn(scores: list[list[float]], iterations: int, epsilon: float) -
     return [[value * n for value in row] for row in q]
 
 
-@pytest.mark.parametrize(("n", "k", "iterations"), [(5, 7, 3), (12, 4, 1), (3, 10, 5)])
-def test_sinkhorn_matches_a_plain_loop(n: int, k: int, iterations: int) -> None:
+@pytest.mark.parametrize(
+    ("n", "k", "iterations", "epsilon"),
+    [(5, 7, 3, 0.05), (12, 4, 1, 0.05), (3, 10, 5, 0.05), (32, 30, 3, 0.02)],
+)
+def test_sinkhorn_matches_a_plain_loop(n: int, k: int, iterations: int, epsilon: float) -> None:
     scores = F.normalize(torch.randn(n, 6, generator=torch.Generator().manual_seed(n)), dim=1)
     prototypes = F.normalize(torch.randn(k, 6, generator=torch.Generator().manual_seed(k)), dim=1)
     cosines = scores @ prototypes.t()
-    ours = sinkhorn(cosines, iterations, 0.05)
-    expected = torch.tensor(plain_sinkhorn(cosines.double().tolist(), iterations, 0.05), dtype=torch.float64)
+    ours = sinkhorn(cosines, iterations, epsilon)
+    expected = torch.tensor(
+        plain_sinkhorn(cosines.double().tolist(), iterations, epsilon), dtype=torch.float64
+    )
     torch.testing.assert_close(ours.double(), expected, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(ours.sum(dim=1), torch.ones(n))  # each sample's code sums to 1
+
+
+def test_sinkhorn_stays_finite_at_the_extreme_cosines_of_a_small_epsilon() -> None:
+    """exp(1 / 0.02) = e^50 fits float32: cosines of exactly +-1 (the mini config's epsilon)
+    give finite codes, equal to the plain loop's."""
+    cosines = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, -1.0]])
+    ours = sinkhorn(cosines, 3, 0.02)
+    assert torch.isfinite(ours).all()
+    expected = torch.tensor(plain_sinkhorn(cosines.double().tolist(), 3, 0.02), dtype=torch.float64)
+    torch.testing.assert_close(ours.double(), expected, rtol=1e-4, atol=1e-6)
 
 
 def tiny_cfg(**method_args: object) -> dict:
@@ -75,6 +90,8 @@ def tiny_cfg(**method_args: object) -> dict:
         **cfg["method_args"],
         "projector": {"hidden": 16, "out": 8},
         "prototypes": 6,
+        "epsilon": 0.05,  # the values loss_by_hand computes with, whatever the mini config sets
+        "temperature": 0.1,
         "queue_length": 8,
         "queue_start_epoch": 1,
         "freeze_prototypes_iters": 0,
