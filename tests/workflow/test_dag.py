@@ -344,6 +344,38 @@ def test_orl_published_files_replace_their_stages(workdir: Path) -> None:
     assert jobs["pretrain"] == len(cfg["models"])
 
 
+def test_learning_margins_page_reads_every_model_on_each_measure(workdir: Path) -> None:
+    """Asked for by `learning_margins:` (the mini zoo's), absent from the full zoo's config; its
+    one job reads each measure's metrics of every model and the random row."""
+    cfg = placeholder_datasets(workdir)
+    assert "learning_margins" not in cfg and _dry_run_with(workdir, cfg)["learning_margins"] == 0
+    measures = {"knn_imagenet": "k=20", "svm_voc07": "SVM"}
+    cfg["learning_margins"] = {"margin": 2.5, "measures": measures}
+    (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake(workdir, "-n", "-p", "--configfile", "config/changed.yaml", "--cores", "1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert planned_jobs(result.stdout)["learning_margins"] == 1
+    (command,) = [line for line in result.stdout.splitlines() if "sslzoo learning-margins" in line]
+    n_models = len(cfg["models"]) + len(snapshots_of(model_configs(workdir, cfg["models"]))) + 1
+    assert command.count("/metrics.json") == 2 * n_models
+    assert "results/benchmarks/svm_voc07/random/metrics.json" in command
+    assert "--measures 'knn_imagenet=k=20' 'svm_voc07=SVM' --margin 2.5 " in command
+
+
+def test_learning_margins_need_the_random_row_and_a_common_benchmark(workdir: Path) -> None:
+    cfg = placeholder_datasets(workdir)
+    for change, words in (
+        ({"baseline": {"enabled": False}}, "baseline: enabled: true"),
+        ({"learning_margins": {"margin": 3, "measures": {"linear_avgpool_lars_imagenet": "AvgPool"}}}, "not a benchmark every model runs"),
+    ):
+        changed = {**cfg, "learning_margins": {"margin": 3, "measures": {"knn_imagenet": "k=20"}}, **change}
+        (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(changed))
+        result = snakemake(workdir, "-n", "--configfile", "config/changed.yaml", "--cores", "1")
+        assert result.returncode != 0
+        out = result.stdout + result.stderr
+        assert "learning_margins" in out and words in out, out[-3000:]
+
+
 def test_missing_published_orl_file_names_key_and_path(workdir: Path) -> None:
     cfg = placeholder_datasets(workdir)
     cfg["orl"]["published"] = {"knn": "data/coco/meta/missing_knn.json"}

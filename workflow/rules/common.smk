@@ -617,13 +617,51 @@ def comparison_pages():
     return ["results/tables/comparison.md", "results/tables/comparison.html"] if "comparison" in config else []
 
 
+def _check_learning_margins():
+    """`learning_margins:` needs the random row and each of its benchmarks in `benchmarks`."""
+    if "learning_margins" not in config:
+        return
+    if not config["baseline"]["enabled"]:
+        _fail("learning_margins", "compares every model with the random-init row: set baseline: enabled: true")
+    for benchmark in config["learning_margins"]["measures"]:
+        if benchmark not in config["benchmarks"] or not BENCHMARKS[benchmark].every_model:
+            _fail("learning_margins", f"measure '{benchmark}' is not a benchmark every model runs in `benchmarks`")
+
+
+_check_learning_margins()
+
+
+def margins_margin():
+    """`learning_margins.margin` (0 when the page is not configured)."""
+    return config["learning_margins"]["margin"] if "learning_margins" in config else 0
+
+
+def margins_metrics():
+    """Every metrics file the learning-margins page reads (none when it is not configured)."""
+    if "learning_margins" not in config:
+        return []
+    return [path for bench in config["learning_margins"]["measures"] for path in benchmark_results(bench)]
+
+
+def margins_measures():
+    """`learning_margins.measures` as the step's BENCHMARK=COLUMN arguments."""
+    if "learning_margins" not in config:
+        return ""
+    return " ".join(f"'{bench}={column}'" for bench, column in config["learning_margins"]["measures"].items())
+
+
+def margins_pages():
+    """The learning-margins page when the config asks for one, else nothing."""
+    return ["results/tables/learning_margins.md"] if "learning_margins" in config else []
+
+
 def all_tables():
-    """Every page: model_zoo, one per method, one per benchmark table (markdown and HTML), and
-    the comparison page when the config names one."""
+    """Every page: model_zoo, one per method, one per benchmark table (markdown and HTML), the
+    comparison page and the learning-margins page when the config names them."""
     pages = ["results/tables/model_zoo"]
     pages += expand("results/tables/{method}", method=METHODS)
     pages += expand("results/tables/benchmarks/{table}", table=TABLES)
-    return [page + ext for page in pages for ext in (".md", ".html")] + comparison_pages()
+    return [page + ext for page in pages for ext in (".md", ".html")] + comparison_pages() + margins_pages()
 
 
 def all_plots():

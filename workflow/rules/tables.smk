@@ -92,6 +92,30 @@ rule model_zoo_table:
         " --out {output.md} --html {output.html} > {log} 2>&1"
 
 
+# How far each model is above the random-init row on the measures of config `learning_margins:`.
+rule learning_margins:
+    input:
+        margins_metrics(),
+    output:
+        "results/tables/learning_margins.md",
+    params:
+        measures=margins_measures(),
+        margin=margins_margin(),
+    conda:
+        "../envs/sslzoo.yaml"
+    log:
+        "logs/tables/learning_margins.log",
+    benchmark:
+        "logs/benchmarks/tables/learning_margins.tsv"
+    threads: res("tables", "threads")
+    resources:
+        mem_mb=res("tables", "mem_mb"),
+        runtime=res("tables", "runtime"),
+    shell:
+        "python -m sslzoo learning-margins --metrics {input} --measures {params.measures}"
+        " --margin {params.margin} --out {output} > {log} 2>&1"
+
+
 # A published comparison table (config `comparison:`) with our numbers beside it; its rows'
 # models run the benchmarks its protocols name (common.smk benchmark_models).
 rule comparison_page:
