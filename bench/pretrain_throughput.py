@@ -1,4 +1,4 @@
-"""Pretraining throughput: every method on sslzoo's engine vs. the ``lightly`` package's BYOL.
+"""Pretraining throughput: every method on sslzoo's engine vs. the ``lightly`` package's implementations.
 
 What is timed is the training iteration the workflow runs: ``sslzoo.engine.trainer.train``
 (forward, backward, optimizer step, EMA update, loss logging) on the method built from its
@@ -6,11 +6,12 @@ model config, reading the per-iteration ``time`` it writes to ``train_log.jsonl`
 ``--warmup`` iterations. The batches are precomputed views (the method's own augmentation of
 random images, cycled) so the data pipeline is not part of the CPU comparison.
 
-The peer, measured in the same run on the same input: lightly's BYOL as its documentation
-writes it (``BYOLProjectionHead``, ``BYOLPredictionHead``, ``NegativeCosineSimilarity``,
-``update_momentum`` with ``cosine_schedule``), on the same torchvision ResNet trunk, with the
-same MLP sizes (4096 -> 256), batch, optimizer (SGD) and memory format. The ratio is
-sslzoo BYOL images/s over lightly BYOL images/s (goal >= 1.0).
+The peers, measured in the same run on the same input (``bench/lightly_peers.py``): the
+``lightly`` package's BYOL, SimCLR, MoCo v2, SimSiam and SwAV as its documentation and examples
+write them, on the same torchvision ResNet trunk, with the same head sizes, temperature, queue
+length, number of prototypes and crops as the sslzoo method's bench config, the same batch,
+optimizer (SGD) and memory format. The two implementations alternate over ``--repeats`` runs;
+the ratio printed per method is sslzoo images/s over lightly images/s (goal >= 1.0).
 
 ``--suite gpu224`` (run it where CUDA is available) measures ResNet-50 at 224 px in bf16: each
 method with the real data pipeline (JPEG decode + the method's augmentations in
@@ -21,6 +22,7 @@ trained backbone), the data pipeline costing <= 10%.
 
     .venv/bin/pip install lightly               # the peer (not a dependency of sslzoo)
     .venv/bin/python bench/pretrain_throughput.py                   # CPU: R18 and R50 at 64 px
+    .venv/bin/python bench/pretrain_throughput.py --depths 18 --methods byol simclr mocov2 simsiam swav
     .venv/bin/python bench/pretrain_throughput.py --suite gpu224    # on a GPU machine
 """
 
@@ -43,9 +45,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightly_peers import PEERS  # bench/, next to this script
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from sslzoo.config import load_model_config
 from sslzoo.engine.trainer import train
@@ -59,17 +62,47 @@ MINI_CONFIGS = {
     "relative_loc": "relative-loc_resnet18_mini",
     "rotation_pred": "rotation-pred_resnet18_mini",
     "byol": "byol_resnet18_mini",
+    "simclr": "simclr_resnet18_mini",
+    "mocov2": "mocov2_resnet18_mini",
+    "simsiam": "simsiam_resnet18_mini",
+    "swav": "swav_resnet18_mini",
     "triplet": "triplet_resnet18_mini",
 }
 FULL_CONFIGS = {
     "relative_loc": "relative-loc_resnet50_8xb64-steplr-70e_in1k",
     "rotation_pred": "rotation-pred_resnet50_8xb16-steplr-70e_in1k",
     "byol": "byol_resnet50_8xb32-accum16-coslr-200e_in1k",
+    "simclr": "simclr_resnet50_8xb32-coslr-200e_in1k",
+    "mocov2": "mocov2_resnet50_8xb32-coslr-200e_in1k",
+    "simsiam": "simsiam_resnet50_8xb32-coslr-200e_in1k",
+    "swav": "swav_resnet50_8xb32-mcrop-2-6-coslr-200e_in1k-224-96",
     "triplet": "triplet_resnet50_8xb128-amp-accum4-coslr-200e_in1k",
 }
 SGD = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1.0e-4, "nesterov": False}
-# networks inputs through the trained (online) backbone per source image
-INPUTS_PER_IMAGE = {"relative_loc": 9, "rotation_pred": 4, "byol": 2, "triplet": 2}
+# the heads of the full-scale configs (the mini configs shrink them), in every bench config
+BENCH_HEADS: dict[str, dict[str, Any]] = {
+    "byol": {"projector": {"hidden": 4096, "out": 256}, "predictor": {"hidden": 4096, "out": 256}},
+    "triplet": {"projector": {"hidden": 4096, "out": 256}, "predictor": {"hidden": 4096, "out": 256}},
+    "simclr": {"neck": {"hidden": 2048, "out": 128}, "temperature": 0.1},
+    "mocov2": {"neck": {"hidden": 2048, "out": 128}, "temperature": 0.2, "queue_len": 65536,
+               "momentum": 0.999, "bn_splits": 1},
+    "simsiam": {"projector": {"hidden": 2048, "out": 2048}, "predictor": {"hidden": 512}},
+    # no queue (the reference starts it at epoch 15) and no frozen prototypes: the steady step
+    "swav": {"projector": {"hidden": 2048, "out": 128}, "prototypes": 3000, "temperature": 0.1,
+             "queue_length": 0, "freeze_prototypes_iters": 0},
+}  # fmt: skip
+# networks inputs through the trained (online) backbone per source image (SwAV: from its crops)
+INPUTS_PER_IMAGE = {"relative_loc": 9, "rotation_pred": 4, "byol": 2, "triplet": 2, "simclr": 2, "mocov2": 1,
+                    "simsiam": 2}  # fmt: skip
+
+
+def inputs_per_image(method: str, cfg: dict[str, Any]) -> float:
+    """Inputs through the trained backbone per image, a multi-crop view counted by its pixels
+    relative to the first crop's."""
+    crops = cfg.get("views", {}).get("crops")
+    if not crops:
+        return float(INPUTS_PER_IMAGE[method])
+    return sum(c["count"] * (c["image_size"] / crops[0]["image_size"]) ** 2 for c in crops)
 
 
 def random_images(count: int, size: int, seed: int = 0) -> list[Image.Image]:
@@ -125,11 +158,17 @@ def bench_config(method: str, depth: int, size: int, batch: int, full: bool, amp
     views = cfg.setdefault("views", {})
     if method == "relative_loc":
         views.update(resize=round(size * 73 / 64), crop=size, patch_size=size // 4)
+    elif "crops" in views:  # multi-crop: every crop scaled with the first
+        first = views["crops"][0]["image_size"]
+        for crop in views["crops"]:
+            crop["image_size"] = round(crop["image_size"] * size / first)
     else:
         views["image_size"] = size
-    if method in ("byol", "triplet"):
-        for mlp in ("projector", "predictor"):
-            cfg["method_args"][mlp].update(hidden=4096, out=256)
+    for key, value in BENCH_HEADS.get(method, {}).items():
+        if isinstance(value, dict):
+            cfg["method_args"].setdefault(key, {}).update(value)
+        else:
+            cfg["method_args"][key] = value
     if method == "triplet" and not full:
         # resize ranges of the reference ([96, 224] / [128, 224]) scaled to the view size
         cfg["method_args"]["resize"].update(
@@ -151,73 +190,6 @@ def engine_rate(
         with open(Path(work) / "train_log.jsonl") as log:
             times = [json.loads(line)["time"] for line in log][warmup:]
     return cfg["train"]["batch_size"] / statistics.median(times)
-
-
-def lightly_byol_rate(cfg: dict[str, Any], dataset: Dataset, warmup: int, device: torch.device) -> float:
-    """Images/s of lightly's documented BYOL loop on the same trunk, sizes, optimizer and input.
-
-    Timed like the engine's log: from one iteration's end to the next, batch loading (the same
-    DataLoader over the same precomputed views) included.
-    """
-    import torchvision
-    from lightly.loss import NegativeCosineSimilarity
-    from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-    from lightly.models.utils import deactivate_requires_grad, update_momentum
-    from lightly.utils.scheduler import cosine_schedule
-
-    class LightlyBYOL(nn.Module):
-        def __init__(self, depth: int, hidden: int, out: int) -> None:
-            super().__init__()
-            resnet = getattr(torchvision.models, f"resnet{depth}")()
-            self.backbone = nn.Sequential(*list(resnet.children())[:-1])
-            self.projection_head = BYOLProjectionHead(resnet.fc.in_features, hidden, out)
-            self.prediction_head = BYOLPredictionHead(out, hidden, out)
-            self.backbone_momentum = copy.deepcopy(self.backbone)
-            self.projection_head_momentum = copy.deepcopy(self.projection_head)
-            deactivate_requires_grad(self.backbone_momentum)
-            deactivate_requires_grad(self.projection_head_momentum)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.prediction_head(self.projection_head(self.backbone(x).flatten(start_dim=1)))
-
-        def forward_momentum(self, x: torch.Tensor) -> torch.Tensor:
-            return self.projection_head_momentum(self.backbone_momentum(x).flatten(start_dim=1)).detach()
-
-    torch.manual_seed(0)
-    mlp = cfg["method_args"]["projector"]
-    model = LightlyBYOL(cfg["backbone"]["depth"], mlp["hidden"], mlp["out"]).to(device)
-    channels_last = bool(cfg["train"].get("channels_last", False))
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    amp = bool(cfg["train"]["amp"]) and device.type == "cuda"
-    criterion = NegativeCosineSimilarity()
-    opt = cfg["train"]["optimizer"]
-    optimizer = torch.optim.SGD(model.parameters(), lr=opt["lr"], momentum=opt["momentum"],
-                                weight_decay=opt["weight_decay"])  # fmt: skip
-    memory = torch.channels_last if channels_last else torch.contiguous_format
-    batch_size = int(cfg["train"]["batch_size"])
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, drop_last=True)
-    steps = len(loader)
-    times = []
-    tick = time.perf_counter()
-    for step, ((x0, x1), _) in enumerate(loader):
-        x0 = x0.to(device, non_blocking=True, memory_format=memory)
-        x1 = x1.to(device, non_blocking=True, memory_format=memory)
-        momentum = cosine_schedule(step, steps, 0.99, 1)
-        update_momentum(model.backbone, model.backbone_momentum, m=momentum)
-        update_momentum(model.projection_head, model.projection_head_momentum, m=momentum)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            p0, p1 = model(x0), model(x1)
-            z0, z1 = model.forward_momentum(x0), model.forward_momentum(x1)
-            loss = 0.5 * (criterion(p0, z1) + criterion(p1, z0))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        loss.item()  # the engine logs the loss every iteration: the same synchronisation
-        now = time.perf_counter()
-        times.append(now - tick)
-        tick = now
-    return batch_size / statistics.median(times[warmup:])
 
 
 def bare_resnet_rate(depth: int, size: int, batch: int, steps: int, warmup: int, device: torch.device,
@@ -244,7 +216,7 @@ def bare_resnet_rate(depth: int, size: int, batch: int, steps: int, warmup: int,
 
 
 def cpu64(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
-    """Each method and lightly's BYOL at ``--size`` px, batch ``--batch``, per ``--depths``."""
+    """Each method and its lightly peer at ``--size`` px, batch ``--batch``, per ``--depths``."""
     rows = []
     images = random_images(args.pool, args.size + args.size // 2)
     for depth in args.depths:
@@ -254,17 +226,18 @@ def cpu64(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]
             torch.manual_seed(0)
             views = [transform(img) for img in images]
             dataset = CycledViews(views, args.batch * args.steps)
-            with_peer = method == "byol" and not args.no_lightly
+            with_peer = method in PEERS and not args.no_lightly
             rate = peer = 0.0
             for _ in range(args.repeats):  # alternate the two, keep each one's best run
                 rate = max(rate, engine_rate(method, cfg, dataset, args.warmup, device))
                 if with_peer:
-                    peer = max(peer, lightly_byol_rate(cfg, dataset, args.warmup, device))
+                    peer = max(peer, PEERS[method](cfg, dataset, args.warmup, device))
             rows.append({"depth": depth, "method": method, "impl": "sslzoo", "images_s": rate})
             print(f"R{depth} {method:13s} sslzoo  {rate:8.1f} images/s", flush=True)
             if with_peer:
-                rows.append({"depth": depth, "method": "byol", "impl": "lightly", "images_s": peer})
-                print(f"R{depth} byol          lightly {peer:8.1f} images/s  ratio sslzoo/lightly "
+                rows.append({"depth": depth, "method": method, "impl": "lightly", "images_s": peer,
+                             "ratio": rate / peer})  # fmt: skip
+                print(f"R{depth} {method:13s} lightly {peer:8.1f} images/s  ratio sslzoo/lightly "
                       f"{rate / peer:.2f}", flush=True)  # fmt: skip
     return rows
 
@@ -292,7 +265,7 @@ def gpu224(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any
                 method, cfg, ImageList([paths[i % len(paths)] for i in range(length)], transform),
                 args.warmup, device, workers=args.workers,
             )  # fmt: skip
-            per = INPUTS_PER_IMAGE[method]
+            per = inputs_per_image(method, cfg)
             rows.append({"depth": 50, "method": method, "impl": "sslzoo", "images_s_synthetic": synthetic,
                          "images_s_real": real, "inputs_s_synthetic": synthetic * per})  # fmt: skip
             print(f"{method:13s} synthetic {synthetic * per:8.1f} inputs/s ({synthetic * per / bare:.0%} of bare), "
@@ -316,7 +289,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the real pipeline")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--no-lightly", action="store_true", help="skip the lightly peer")
+    parser.add_argument("--no-lightly", action="store_true", help="skip the lightly peers")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     args.size = args.size or (224 if args.suite == "gpu224" else 64)
