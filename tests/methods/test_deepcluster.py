@@ -20,6 +20,7 @@ from sslzoo.models.pseudo_label_classifier import sub_seeds
 from sslzoo.runtime.optim import build_optimizer
 from sslzoo.tables import load_model_entries
 from tests.methods.clustering_helpers import CONFIG_DIR, Killed, log_without_time, run, tiny_config
+from tests.methods.config_values import value_at
 
 SOBEL = "deepcluster-sobel_resnet50_8xb64-steplr-200e_in1k"
 PLAIN = "deepcluster_resnet50_8xb64-steplr-200e_in1k"
@@ -192,16 +193,10 @@ REFERENCE = {
 }
 
 
-def _at(cfg: dict, dotted: str) -> object:
-    node = cfg
-    for key in dotted.split("."):
-        node = node[key]
-    return node
-
 
 @pytest.mark.parametrize(("key", "expected"), REFERENCE.items(), ids=list(REFERENCE))
 def test_the_sobel_config_is_the_reference_file(key: str, expected: object) -> None:
-    assert _at(load_model_config(CONFIG_DIR / f"{SOBEL}.yaml"), key) == expected
+    assert value_at(load_model_config(CONFIG_DIR / f"{SOBEL}.yaml"), key) == expected
 
 
 def test_the_plain_config_differs_from_the_sobel_one_in_the_sobel_layer_and_the_numbers() -> None:

@@ -22,6 +22,7 @@ from sslzoo.methods.moco import MoCo
 from sslzoo.models.shuffle_bn import SplitBatchNorm2d
 from sslzoo.tables import load_model_entry
 from tests.engine.test_trainer import Killed, assert_same_weights, make_cfg, read_log
+from tests.methods.config_values import value_at
 from tests.methods.test_simclr import TwoNoisyViews
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
@@ -282,12 +283,6 @@ README_V2 = {
 }  # fmt: skip
 
 
-def _at(tree: dict, dotted: str) -> object:
-    node = tree
-    for key in dotted.split("."):
-        node = node[key]
-    return node
-
 
 @pytest.mark.parametrize(
     ("name", "key", "expected"),
@@ -295,7 +290,7 @@ def _at(tree: dict, dotted: str) -> object:
     ids=[f"{name.split('_')[0]}-{key}" for name, values in REFERENCE.items() for key in values],
 )
 def test_the_full_configs_are_the_reference_files(name: str, key: str, expected: object) -> None:
-    assert _at(load_model_config(CONFIG_DIR / f"{name}.yaml"), key) == expected
+    assert value_at(load_model_config(CONFIG_DIR / f"{name}.yaml"), key) == expected
 
 
 @pytest.mark.parametrize(("key", "expected"), README_V2.items(), ids=list(README_V2))

@@ -21,6 +21,7 @@ from sslzoo.errors import SslzooError
 from sslzoo.methods import METHODS
 from sslzoo.methods.npid import NPID, instance_nce_loss
 from sslzoo.tables import load_model_entry
+from tests.methods.config_values import value_at
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
 FULL = "npid_resnet50_8xb32-steplr-200e_in1k"
@@ -224,16 +225,10 @@ REFERENCE = {
 }
 
 
-def _at(cfg: dict, dotted: str) -> object:
-    node = cfg
-    for key in dotted.split("."):
-        node = node[key]
-    return node
-
 
 @pytest.mark.parametrize(("key", "expected"), REFERENCE.items(), ids=list(REFERENCE))
 def test_the_full_config_is_the_reference_file(key: str, expected: object) -> None:
-    assert _at(load_model_config(CONFIG_DIR / f"{FULL}.yaml"), key) == expected
+    assert value_at(load_model_config(CONFIG_DIR / f"{FULL}.yaml"), key) == expected
 
 
 # mmselfsup 0.x (tag v0.11.0) configs/selfsup/npid/README.md, the resnet50_8xb32-steplr-200e row

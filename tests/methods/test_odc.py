@@ -19,6 +19,7 @@ from sslzoo.models.clustering import cluster_features, inverse_size_weights
 from sslzoo.models.pseudo_label_classifier import sub_seeds
 from sslzoo.tables import load_model_entries
 from tests.methods.clustering_helpers import CONFIG_DIR, Killed, log_without_time, run, tiny_config
+from tests.methods.config_values import value_at
 
 FULL = "odc_resnet50_8xb64-steplr-440e_in1k"
 MINI = "odc_resnet18_mini"
@@ -186,16 +187,10 @@ REFERENCE = {
 }
 
 
-def _at(cfg: dict, dotted: str) -> object:
-    node = cfg
-    for key in dotted.split("."):
-        node = node[key]
-    return node
-
 
 @pytest.mark.parametrize(("key", "expected"), REFERENCE.items(), ids=list(REFERENCE))
 def test_the_config_is_the_reference_file(key: str, expected: object) -> None:
-    assert _at(load_model_config(CONFIG_DIR / f"{FULL}.yaml"), key) == expected
+    assert value_at(load_model_config(CONFIG_DIR / f"{FULL}.yaml"), key) == expected
 
 
 # mmselfsup 0.x configs/selfsup/odc/README.md, the resnet50_8xb64-steplr-440e row

@@ -21,6 +21,7 @@ from sslzoo.models.contrastive import nt_xent
 from sslzoo.runtime.optim import lars_excluded_parameters
 from sslzoo.tables import load_model_entry
 from tests.engine.test_trainer import make_cfg, read_log
+from tests.methods.config_values import value_at
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
 SMALL_NECK = {"hidden": 16, "out": 8}
@@ -181,16 +182,10 @@ README = {
 }  # fmt: skip
 
 
-def _at(tree: dict, dotted: str, sep: str = ".") -> object:
-    node = tree
-    for key in dotted.split(sep):
-        node = node[key]
-    return node
-
 
 @pytest.mark.parametrize(("key", "expected"), REFERENCE.items(), ids=list(REFERENCE))
 def test_the_full_config_is_the_reference_file(key: str, expected: object) -> None:
-    assert _at(load_model_config(CONFIG_DIR / f"{FULL}.yaml"), key) == expected
+    assert value_at(load_model_config(CONFIG_DIR / f"{FULL}.yaml"), key) == expected
 
 
 @pytest.mark.parametrize(("key", "expected"), README.items(), ids=list(README))

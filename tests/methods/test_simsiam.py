@@ -19,6 +19,7 @@ from sslzoo.methods.simsiam import SimSiam
 from sslzoo.runtime.optim import build_optimizer
 from sslzoo.runtime.schedules import LrSchedule
 from sslzoo.tables import load_model_entry
+from tests.methods.config_values import value_at
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
 SMALL = {"projector": {"hidden": 16, "out": 8}, "predictor": {"hidden": 4}}
@@ -196,17 +197,11 @@ REFERENCE_200E = {
 }
 
 
-def _at(cfg: dict, dotted: str) -> object:
-    node = cfg
-    for key in dotted.split("."):
-        node = node[key]
-    return node
-
 
 @pytest.mark.parametrize(("key", "expected"), REFERENCE_200E.items(), ids=list(REFERENCE_200E))
 def test_the_200_epoch_config_is_the_reference_file(key: str, expected: object) -> None:
     cfg = load_model_config(CONFIG_DIR / f"{SIMSIAM_200E}.yaml")
-    assert _at(cfg, key) == expected
+    assert value_at(cfg, key) == expected
 
 
 def test_the_100_epoch_config_differs_only_in_epochs_and_reported_numbers() -> None:

@@ -21,6 +21,7 @@ from sslzoo.methods import METHODS
 from sslzoo.methods.supervised import Supervised
 from sslzoo.models.backbone import ResNetBackbone
 from sslzoo.tables import load_model_entry
+from tests.methods.config_values import value_at
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
 FULL_100E = "supervised_resnet50_8xb32-steplr-100e_in1k"
@@ -164,16 +165,10 @@ REFERENCE_100E = {
 }
 
 
-def _at(cfg: dict, dotted: str) -> object:
-    node = cfg
-    for key in dotted.split("."):
-        node = node[key]
-    return node
-
 
 @pytest.mark.parametrize(("key", "expected"), REFERENCE_100E.items(), ids=list(REFERENCE_100E))
 def test_the_100_epoch_config_is_the_mmcls_recipe(key: str, expected: object) -> None:
-    assert _at(load_model_config(CONFIG_DIR / f"{FULL_100E}.yaml"), key) == expected
+    assert value_at(load_model_config(CONFIG_DIR / f"{FULL_100E}.yaml"), key) == expected
 
 
 def test_the_270_epoch_config_stretches_the_recipe_with_steps_at_the_same_fractions() -> None:

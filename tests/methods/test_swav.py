@@ -21,6 +21,7 @@ from sslzoo.errors import SslzooError
 from sslzoo.methods import swav
 from sslzoo.methods.swav import SwAV, sinkhorn
 from sslzoo.tables import load_model_entry
+from tests.methods.config_values import value_at
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
 SWAV_200E = "swav_resnet50_8xb32-mcrop-2-6-coslr-200e_in1k-224-96"
@@ -342,17 +343,11 @@ REFERENCE = {
 }
 
 
-def _at(cfg: dict, dotted: str) -> object:
-    node = cfg
-    for key in dotted.split("."):
-        node = node[key]
-    return node
-
 
 @pytest.mark.parametrize(("key", "expected"), REFERENCE.items(), ids=list(REFERENCE))
 def test_the_config_is_the_reference_file(key: str, expected: object) -> None:
     cfg = load_model_config(CONFIG_DIR / f"{SWAV_200E}.yaml")
-    assert _at(cfg, key) == expected
+    assert value_at(cfg, key) == expected
 
 
 # mmselfsup 0.x configs/selfsup/swav/README.md, the row of resnet50_8xb32-mcrop-2-6-coslr-200e_in1k-224-96

@@ -17,6 +17,7 @@ from sslzoo.losses import truncated_triplet_loss
 from sslzoo.methods.byol import BYOL
 from sslzoo.methods.triplet import Triplet, random_size
 from sslzoo.tables import load_model_entries
+from tests.methods.config_values import value_at
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "models"
 SMALL_MLP = {"hidden": 32, "out": 8}
@@ -217,17 +218,11 @@ REFERENCE_1000E = {
 }
 
 
-def _at(cfg: dict, dotted: str) -> object:
-    node = cfg
-    for key in dotted.split("."):
-        node = node[key]
-    return node
-
 
 @pytest.mark.parametrize(("key", "expected"), REFERENCE_1000E.items(), ids=list(REFERENCE_1000E))
 def test_the_1000_epoch_config_is_the_reference_file(key: str, expected: object) -> None:
     cfg = load_model_config(CONFIG_DIR / f"{TRIPLET_1000E}.yaml")
-    assert _at(cfg, key) == expected
+    assert value_at(cfg, key) == expected
 
 
 def test_the_800_epoch_config_is_the_reference_file_with_less_memory_and_a_shorter_schedule() -> None:
