@@ -362,18 +362,22 @@ def test_learning_margins_page_reads_every_model_on_each_measure(workdir: Path) 
     assert "--measures 'knn_imagenet=k=20' 'svm_voc07=SVM' --margin 2.5 " in command
 
 
-def test_learning_margins_need_the_random_row_and_a_common_benchmark(workdir: Path) -> None:
+def test_learning_margins_keep_the_configured_measures_and_need_the_random_row(workdir: Path) -> None:
     cfg = placeholder_datasets(workdir)
-    for change, words in (
-        ({"baseline": {"enabled": False}}, "baseline: enabled: true"),
-        ({"learning_margins": {"margin": 3, "measures": {"linear_avgpool_lars_imagenet": "AvgPool"}}}, "not a benchmark every model runs"),
-    ):
-        changed = {**cfg, "learning_margins": {"margin": 3, "measures": {"knn_imagenet": "k=20"}}, **change}
-        (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(changed))
-        result = snakemake(workdir, "-n", "--configfile", "config/changed.yaml", "--cores", "1")
-        assert result.returncode != 0
-        out = result.stdout + result.stderr
-        assert "learning_margins" in out and words in out, out[-3000:]
+    cfg["learning_margins"] = {"margin": 3, "measures": {"knn_imagenet": "k=20", "svm_voc07": "SVM"}}
+    del cfg["benchmarks"]["svm_voc07"]  # a config reduced to fewer benchmarks keeps the rest
+    (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake(workdir, "-n", "-p", "--configfile", "config/changed.yaml", "--cores", "1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    (command,) = [line for line in result.stdout.splitlines() if "sslzoo learning-margins" in line]
+    assert "--measures 'knn_imagenet=k=20' --margin 3 " in command and "svm_voc07" not in command
+    assert _dry_run_with(workdir, {**cfg, "baseline": {"enabled": False}})["learning_margins"] == 0
+    cfg["learning_margins"]["measures"] = {"linear_avgpool_lars_imagenet": "AvgPool"}
+    (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake(workdir, "-n", "--configfile", "config/changed.yaml", "--cores", "1")
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "learning_margins" in out and "not a benchmark that every model runs" in out, out[-3000:]
 
 
 def test_missing_published_orl_file_names_key_and_path(workdir: Path) -> None:

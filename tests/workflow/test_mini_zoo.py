@@ -296,7 +296,8 @@ def _planned(stdout: str) -> dict[str, int]:
 
 
 def test_a_changed_protocol_value_reruns_only_its_dependents(mini_zoo: Path) -> None:
-    """Edit one kNN protocol value: only the kNN jobs, their table, pages and plot are stale."""
+    """Edit one kNN protocol value: only the kNN jobs, their table, pages, plot and the
+    learning-margins page are stale."""
     protocol = mini_zoo / "config" / "benchmarks" / "knn_mini.yaml"
     original, stat = protocol.read_text(), protocol.stat()
     assert "temperature: 0.07" in original
@@ -311,6 +312,7 @@ def test_a_changed_protocol_value_reruns_only_its_dependents(mini_zoo: Path) -> 
             "method_page": len(LEARNING_MODELS),
             "model_zoo_table": 1,
             "k_plot": 1,
+            "learning_margins": 1,  # reads kNN k=20 (config/mini.yaml learning_margins)
             "all": 1,
         }
         assert "Params have changed since last execution" in dry.stdout

@@ -618,17 +618,20 @@ def comparison_pages():
 
 
 def _check_learning_margins():
-    """`learning_margins:` needs the random row and each of its benchmarks in `benchmarks`."""
-    if "learning_margins" not in config:
-        return
-    if not config["baseline"]["enabled"]:
-        _fail("learning_margins", "compares every model with the random-init row: set baseline: enabled: true")
-    for benchmark in config["learning_margins"]["measures"]:
-        if benchmark not in config["benchmarks"] or not BENCHMARKS[benchmark].every_model:
-            _fail("learning_margins", f"measure '{benchmark}' is not a benchmark every model runs in `benchmarks`")
+    """Each `learning_margins.measures` benchmark is a registered one that every model runs."""
+    for benchmark in config.get("learning_margins", {}).get("measures", {}):
+        if benchmark not in BENCHMARKS or not BENCHMARKS[benchmark].every_model:
+            _fail("learning_margins", f"measure '{benchmark}' is not a benchmark that every model runs")
 
 
 _check_learning_margins()
+
+
+def learning_measures():
+    """The `learning_margins.measures` whose benchmarks this config runs: a config reduced to a
+    few benchmarks (one table, a test run) keeps the page for those."""
+    measures = config.get("learning_margins", {}).get("measures", {})
+    return {bench: column for bench, column in measures.items() if bench in config["benchmarks"]}
 
 
 def margins_margin():
@@ -638,21 +641,18 @@ def margins_margin():
 
 def margins_metrics():
     """Every metrics file the learning-margins page reads (none when it is not configured)."""
-    if "learning_margins" not in config:
-        return []
-    return [path for bench in config["learning_margins"]["measures"] for path in benchmark_results(bench)]
+    return [path for bench in learning_measures() for path in benchmark_results(bench)]
 
 
 def margins_measures():
-    """`learning_margins.measures` as the step's BENCHMARK=COLUMN arguments."""
-    if "learning_margins" not in config:
-        return ""
-    return " ".join(f"'{bench}={column}'" for bench, column in config["learning_margins"]["measures"].items())
+    """The measures as the step's BENCHMARK=COLUMN arguments."""
+    return " ".join(f"'{bench}={column}'" for bench, column in learning_measures().items())
 
 
 def margins_pages():
-    """The learning-margins page when the config asks for one, else nothing."""
-    return ["results/tables/learning_margins.md"] if "learning_margins" in config else []
+    """The learning-margins page when the config asks for one, runs the random-init row and at
+    least one of its measures; else nothing."""
+    return ["results/tables/learning_margins.md"] if config["baseline"]["enabled"] and learning_measures() else []
 
 
 def all_tables():
