@@ -40,7 +40,7 @@ from torch import nn
 
 from sslzoo.config import section_with_defaults
 from sslzoo.errors import SslzooError
-from sslzoo.models.backbone import DEFAULT_CONV_INIT
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, backbone_args
 from sslzoo.models.clustering import cluster_features, inverse_size_weights
 from sslzoo.models.odc_memory import ODCMemory
 from sslzoo.models.pseudo_label_classifier import PseudoLabelClassifier, accuracy, sub_seeds
@@ -146,11 +146,8 @@ class ODC(PseudoLabelClassifier):
     def from_config(cls, cfg: dict[str, Any]) -> ODC:
         """Build from a model config: ``backbone.*`` and the ``method_args`` of ``METHOD_KEYS``."""
         args = section_with_defaults(cfg.get("method_args"), METHOD_KEYS, "method_args")
-        backbone = cfg.get("backbone", {})
         return cls(
-            depth=backbone.get("depth", 50),
-            zero_init_residual=backbone.get("zero_init_residual", False),
-            conv_init=backbone.get("conv_init", DEFAULT_CONV_INIT),
+            **backbone_args(cfg),
             **args,
         )
 

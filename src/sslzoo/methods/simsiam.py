@@ -33,7 +33,7 @@ from sslzoo.config import section_with_defaults
 from sslzoo.data.transforms import TwoViews, view_pipeline
 from sslzoo.errors import SslzooError
 from sslzoo.losses import negative_cosine
-from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone, backbone_args
 from sslzoo.models.mlp import MLP
 
 # method_args keys -> the reference's values (configs/selfsup/_base_/models/simsiam.py and
@@ -104,11 +104,8 @@ class SimSiam(nn.Module):
     def from_config(cls, cfg: dict) -> SimSiam:
         """Build from a model config: ``backbone`` and ``method_args`` (:data:`METHOD_KEYS`)."""
         args = section_with_defaults(cfg.get("method_args"), METHOD_KEYS, "method_args")
-        backbone = cfg.get("backbone", {})
         return cls(
-            depth=backbone.get("depth", 50),
-            zero_init_residual=backbone.get("zero_init_residual", False),
-            conv_init=backbone.get("conv_init", DEFAULT_CONV_INIT),
+            **backbone_args(cfg),
             **args,
         )
 

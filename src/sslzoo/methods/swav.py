@@ -48,7 +48,7 @@ from torch import nn
 from sslzoo.config import section_with_defaults
 from sslzoo.data.multicrop import MultiCrop, crop_groups, multicrop_views, resolution_groups
 from sslzoo.errors import SslzooError
-from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone, backbone_args
 from sslzoo.models.mlp import MLP
 
 # method_args keys -> the reference's values (configs/selfsup/_base_/models/swav.py and the
@@ -216,12 +216,10 @@ class SwAV(nn.Module):
         """Build from a model config: ``backbone``, ``method_args`` (:data:`METHOD_KEYS`), the
         view count of ``views.crops``, ``train.batch_size`` and ``train.epochs``."""
         args = section_with_defaults(cfg.get("method_args"), METHOD_KEYS, "method_args")
-        backbone, train = cfg.get("backbone", {}), cfg.get("train", {})
+        train = cfg.get("train", {})
         groups, _ = crop_groups(cfg.get("views"))
         return cls(
-            depth=backbone.get("depth", 50),
-            zero_init_residual=backbone.get("zero_init_residual", False),
-            conv_init=backbone.get("conv_init", DEFAULT_CONV_INIT),
+            **backbone_args(cfg),
             views=sum(int(g["count"]) for g in groups),
             batch_size=int(train.get("batch_size", 32)),
             epochs=int(train.get("epochs", 200)),

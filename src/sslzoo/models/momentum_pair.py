@@ -32,7 +32,7 @@ from torch import nn
 from sslzoo.config import section_with_defaults
 from sslzoo.errors import SslzooError
 from sslzoo.losses import negative_cosine
-from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone, backbone_args
 from sslzoo.models.mlp import MLP, MLP_KEYS
 from sslzoo.runtime.schedules import cosine_momentum
 
@@ -85,11 +85,8 @@ class MomentumPair(nn.Module):
     def method_kwargs(cls, cfg: dict) -> dict[str, Any]:
         """Constructor arguments from a model config (``backbone`` and ``method_args``)."""
         args = section_with_defaults(cfg.get("method_args"), cls.method_keys(), "method_args")
-        backbone = cfg.get("backbone", {})
         return {
-            "depth": backbone.get("depth", 50),
-            "zero_init_residual": backbone.get("zero_init_residual", False),
-            "conv_init": backbone.get("conv_init", DEFAULT_CONV_INIT),
+            **backbone_args(cfg),
             **args,
         }
 
