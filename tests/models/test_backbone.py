@@ -1,5 +1,6 @@
 """ResNet backbone init: each conv's std against He et al.'s sqrt(2 / fan) for the mode the config
-names, normal (not uniform) weights, norm layers at 1 / 0, and the default left as torchvision's."""
+names, normal (not uniform) weights, norm layers at 1 / 0, and the default left as torchvision's.
+The window path of convs with a 1x1 output against ``F.conv2d``: values and gradients."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
-from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone, kaiming_init_convs
+from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone, WindowConv2d, kaiming_init_convs
 
 # P(|x| > sqrt(3) sigma) for a normal x: a uniform weight of the same std never gets there
 NORMAL_TAIL_BEYOND_UNIFORM = math.erfc(math.sqrt(3.0) / math.sqrt(2.0))
@@ -77,3 +78,61 @@ def test_kaiming_init_convs_zeroes_a_conv_bias_and_refuses_an_unknown_mode() -> 
         kaiming_init_convs(conv, "fan_avg")
     with pytest.raises(ValueError, match="backbone.conv_init 'fan_avg' is not one of"):
         ResNetBackbone(depth=18, conv_init="fan_avg")
+
+
+# (in, out, kernel, stride, padding, dilation, groups, input size): 1x1 outputs of ResNet's last
+# stages at 32 px (3x3 pad 1 on 1x1, strided 3x3 and 1x1 on 2x2), a window wider than the map, a
+# map wider than the taps it meets,
+# an unpadded window, a non-square input; then shapes that must take nn.Conv2d's path
+WINDOW_SHAPES = [
+    (16, 24, 3, 1, 1, 1, 1, (1, 1)),
+    (16, 24, 3, 2, 1, 1, 1, (2, 2)),
+    (16, 24, 1, 2, 0, 1, 1, (2, 2)),
+    (8, 12, 3, 3, 1, 1, 1, (2, 2)),
+    (8, 12, 3, 3, 1, 1, 1, (3, 3)),
+    (8, 12, 3, 2, 0, 1, 1, (4, 3)),
+    (8, 12, 7, 2, 3, 1, 1, (1, 2)),
+]
+CONV_SHAPES = [
+    (16, 24, 3, 1, 1, 1, 1, (2, 2)),
+    (16, 24, 3, 1, 2, 2, 1, (1, 1)),
+    (16, 24, 3, 1, 1, 1, 4, (1, 1)),
+]
+
+
+@pytest.mark.parametrize("shape", WINDOW_SHAPES + CONV_SHAPES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_window_conv_equals_conv2d_in_values_and_gradients(shape: tuple, bias: bool) -> None:
+    c_in, c_out, kernel, stride, padding, dilation, groups, size = shape
+    torch.manual_seed(0)
+    conv = WindowConv2d(c_in, c_out, kernel, stride, padding, dilation, groups, bias=bias).double()
+    assert (conv._window(size) is not None) == (shape in WINDOW_SHAPES)
+    x = torch.randn(5, c_in, *size, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(5, c_out, 1, 1, dtype=torch.float64)
+    ours = conv(x)
+    (ours * target).sum().backward()
+    ours_grads = [x.grad, conv.weight.grad] + ([conv.bias.grad] if bias else [])
+    x2 = x.detach().clone().requires_grad_(True)
+    weight = conv.weight.detach().clone().requires_grad_(True)
+    bias_t = conv.bias.detach().clone().requires_grad_(True) if bias else None
+    theirs = torch.nn.functional.conv2d(x2, weight, bias_t, stride, padding, dilation, groups)
+    (theirs * target).sum().backward()
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    for got, want in zip(ours_grads, [x2.grad, weight.grad] + ([bias_t.grad] if bias else []), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_32px_backbone_gives_what_plain_convs_give() -> None:
+    """At 32 px layer4 is 1x1: its convs take the window path; the output is nn.Conv2d's."""
+    model = ResNetBackbone(depth=18)
+    assert all(type(conv) is WindowConv2d for _, conv in convs(model))
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    plain = ResNetBackbone(depth=18)
+    plain.load_state_dict(model.state_dict())
+    for _, conv in convs(plain):
+        conv.__class__ = nn.Conv2d
+    plain.eval()
+    torch.testing.assert_close(model(x)[0], plain(x)[0], rtol=1e-5, atol=1e-5)

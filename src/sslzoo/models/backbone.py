@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
@@ -67,6 +68,54 @@ def kaiming_init_convs(module: nn.Module, mode: str) -> None:
                 nn.init.zeros_(layer.bias)
 
 
+class WindowConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that computes a 1x1 output as one matrix product over the window it reads.
+
+    A convolution whose output map is 1x1 (a 3x3 conv with padding 1 on a 1x1 map, the strided
+    first conv of ``layer4`` on a 2x2 map: ResNet's last stages at the 32 px of the mini zoo)
+    reads only the taps of its kernel that overlap the input. Computed as
+    ``linear(x[:, :, :h, :w].flatten(1), weight[:, :, p:p+h, p:p+w].flatten(1))``, it is the same
+    function with the same gradients (the other taps multiply padding zeros and get zero
+    gradient either way), up to the order of float summation, and on CPU far faster: oneDNN's
+    backward of a 512->512 3x3 conv on ``[256, 512, 1, 1]`` takes about 25 times the
+    product's time. Any other shape, dilation, groups or padding mode runs ``nn.Conv2d``.
+    Parameters and ``state_dict`` are ``nn.Conv2d``'s.
+    """
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        window = self._window(input.shape[-2:])
+        if window is None:
+            return super()._conv_forward(input, weight, bias)
+        (top, height), (left, width) = window
+        taps = weight[:, :, top : top + height, left : left + width].flatten(1)  # [C_out, C_in*h*w]
+        out = F.linear(input[:, :, :height, :width].flatten(1), taps, bias)  # [B, C_out]
+        return out.view(out.shape[0], out.shape[1], 1, 1)
+
+    def _window(self, size: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """Per axis (first kernel tap, taps read) when the output map is 1x1, else None."""
+        if (
+            self.groups != 1
+            or self.padding_mode != "zeros"
+            or isinstance(self.padding, str)
+            or any(d != 1 for d in self.dilation)
+        ):
+            return None
+        window = []
+        for extent, kernel, stride, pad in zip(size, self.kernel_size, self.stride, self.padding, strict=True):
+            if (extent + 2 * pad - kernel) // stride + 1 != 1:
+                return None
+            # output position 0 reads input rows 0..extent-1 with kernel taps pad..pad+extent-1
+            window.append((pad, min(kernel - pad, extent)))
+        return window[0], window[1]
+
+
+def use_window_convs(module: nn.Module) -> None:
+    """Make every plain ``nn.Conv2d`` in ``module`` a :class:`WindowConv2d` (same parameters)."""
+    for layer in module.modules():
+        if type(layer) is nn.Conv2d:
+            layer.__class__ = WindowConv2d
+
+
 class ResNetBackbone(ResNet):
     """torchvision ResNet without ``fc`` that returns the requested stages.
 
@@ -102,6 +151,7 @@ class ResNetBackbone(ResNet):
         # fan_out backbone keeps torchvision's weights and random stream exactly
         if conv_init != "fan_out":
             kaiming_init_convs(self, conv_init)
+        use_window_convs(self)
         self.depth = depth
         self.conv_init = conv_init
         self.stage_channels: tuple[int, ...] = (64,) + tuple(64 * 2**i * block.expansion for i in range(4))
