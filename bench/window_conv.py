@@ -65,7 +65,9 @@ def main() -> None:
     torch.manual_seed(0)
     window = ResNetBackbone(depth=18)
     plain = plain_copy(window)
-    print(f"torch {torch.__version__}, CPU kernels {torch.backends.cpu.get_cpu_capability()}, {args.threads} thread(s)")
+    print(
+        f"torch {torch.__version__}, CPU kernels {torch.backends.cpu.get_cpu_capability()}, {args.threads} thread(s)"
+    )
     print(f"{'batch':<28} {'plain s':>9} {'window s':>9} {'plain/window':>13}")
     for name, shape in BATCHES.items():
         images = torch.randn(shape)

@@ -82,7 +82,9 @@ class WindowConv2d(nn.Conv2d):
     Parameters and ``state_dict`` are ``nn.Conv2d``'s.
     """
 
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def _conv_forward(
+        self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         window = self._window(input.shape[-2:])
         if window is None:
             return super()._conv_forward(input, weight, bias)
@@ -101,7 +103,9 @@ class WindowConv2d(nn.Conv2d):
         ):
             return None
         window = []
-        for extent, kernel, stride, pad in zip(size, self.kernel_size, self.stride, self.padding, strict=True):
+        for extent, kernel, stride, pad in zip(
+            size, self.kernel_size, self.stride, self.padding, strict=True
+        ):
             if (extent + 2 * pad - kernel) // stride + 1 != 1:
                 return None
             # output position 0 reads input rows 0..extent-1 with kernel taps pad..pad+extent-1
@@ -196,4 +200,6 @@ def depth_from_state_dict(state_dict: dict[str, torch.Tensor]) -> int:
     for depth, (block, layers) in RESNET_LAYOUTS.items():
         if layers == counts and (block is Bottleneck) == bottleneck:
             return depth
-    raise ValueError(f"state dict is not a torchvision ResNet: blocks per stage {counts}, bottleneck={bottleneck}")
+    raise ValueError(
+        f"state dict is not a torchvision ResNet: blocks per stage {counts}, bottleneck={bottleneck}"
+    )
