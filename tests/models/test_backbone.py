@@ -123,16 +123,43 @@ def test_window_conv_equals_conv2d_in_values_and_gradients(shape: tuple, bias: b
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_a_32px_backbone_gives_what_plain_convs_give() -> None:
-    """At 32 px layer4 is 1x1: its convs take the window path; the output is nn.Conv2d's."""
-    model = ResNetBackbone(depth=18)
-    assert all(type(conv) is WindowConv2d for _, conv in convs(model))
-    torch.manual_seed(1)
-    x = torch.randn(2, 3, 32, 32)
-    model.eval()
-    plain = ResNetBackbone(depth=18)
+def _plain(model: ResNetBackbone) -> ResNetBackbone:
+    """The same weights with every conv an ``nn.Conv2d``."""
+    plain = ResNetBackbone(depth=model.depth)
     plain.load_state_dict(model.state_dict())
     for _, conv in convs(plain):
         conv.__class__ = nn.Conv2d
-    plain.eval()
-    torch.testing.assert_close(model(x)[0], plain(x)[0], rtol=1e-5, atol=1e-5)
+    return plain
+
+
+def test_a_32px_backbone_in_training_gives_what_plain_convs_give() -> None:
+    """At 32 px layer4 is 1x1: in training its convs take the window path; the output and the
+    gradients are nn.Conv2d's (batch statistics in both; float64, so that only the order of
+    summation differs)."""
+    model = ResNetBackbone(depth=18).double()
+    assert all(type(conv) is WindowConv2d for _, conv in convs(model))
+    plain = _plain(model).double()
+    torch.manual_seed(1)
+    x = torch.randn(8, 3, 32, 32, dtype=torch.float64)
+    outputs = []
+    for network in (model, plain):
+        network.train()
+        out = network(x)[0]
+        (out * torch.linspace(-1.0, 1.0, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
+        outputs.append((out, network.layer4[1].conv2.weight.grad, network.layer4[0].conv1.weight.grad))
+    assert outputs[0][0].shape == (8, 512, 1, 1)
+    for ours, theirs in zip(outputs[0], outputs[1], strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 64])
+def test_eval_mode_computes_exactly_what_plain_convs_compute(batch: int) -> None:
+    """Eval mode runs nn.Conv2d, bit for bit: a matrix product may round a batch of 1-3 rows
+    otherwise (BLAS's matrix-vector path), and features must not depend on the batch an image
+    falls in (features of 1 and 3 processes are equal, tests/parity/test_process_count.py)."""
+    model = ResNetBackbone(depth=18).eval()
+    plain = _plain(model).eval()
+    torch.manual_seed(2)
+    x = torch.randn(batch, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], plain(x)[0])

@@ -213,12 +213,11 @@ def _metrics(workdir: Path, benchmark: str, model: str) -> dict:
 # The points by which each pretrained model must beat the random-init backbone on each measure
 # (benchmark -> table column, margin; config/mini.yaml's learning_margins, which also writes
 # results/tables/learning_margins.md), as `make zoo` should show for every method: a method whose
-# training stopped teaching the backbone fails here. In the mini zoo the margins (kNN k=20,
-# AvgPool, VOC07 SVM best layer) are Rotation-Pred +14.6, +15.4, +5.9; Relative-Loc +11.2, +9.6,
-# +5.2; BYOL +5.4, +17.2, +3.9; Triplet +4.8, +9.2, +4.0. They depend on the CPU kernels (the
-# records' `device`): on a machine with AVX2 and no AVX-512, BYOL gave -2.0 on kNN, Triplet +1.0
-# on kNN and Relative-Loc +0.4 on AvgPool, and this test fails there (docs/PERFORMANCE.md,
-# "Other machines of the same size").
+# training stopped teaching the backbone fails here. The margins (kNN k=20, AvgPool, VOC07 SVM
+# best layer) depend on the CPU kernels (the records' `device`); seed 0 on a 2-core AVX2 machine:
+# Rotation-Pred +12.4, +20.4, +3.5; Relative-Loc +10.2, +14.2, +4.4; BYOL +5.8, +7.0, +3.4;
+# Triplet +5.0, +6.6, +4.0. The SVM margins are the narrowest (docs/PERFORMANCE.md, "Other
+# machines of the same size").
 _MARGINS = yaml.safe_load((REPO / "config" / "mini.yaml").read_text())["learning_margins"]
 LEARNING_MARGINS = {bench: (column, float(_MARGINS["margin"])) for bench, column in _MARGINS["measures"].items()}
 

@@ -69,7 +69,8 @@ def kaiming_init_convs(module: nn.Module, mode: str) -> None:
 
 
 class WindowConv2d(nn.Conv2d):
-    """``nn.Conv2d`` that computes a 1x1 output as one matrix product over the window it reads.
+    """``nn.Conv2d`` that, in training, computes a 1x1 output as one matrix product over the window
+    it reads.
 
     A convolution whose output map is 1x1 (a 3x3 conv with padding 1 on a 1x1 map, the strided
     first conv of ``layer4`` on a 2x2 map: ResNet's last stages at the 32 px of the mini zoo)
@@ -78,14 +79,17 @@ class WindowConv2d(nn.Conv2d):
     function with the same gradients (the other taps multiply padding zeros and get zero
     gradient either way), up to the order of float summation, and on CPU far faster: oneDNN's
     backward of a 512->512 3x3 conv on ``[256, 512, 1, 1]`` takes about 25 times the
-    product's time. Any other shape, dilation, groups or padding mode runs ``nn.Conv2d``.
+    product's time. In eval mode, and for any other shape, dilation, groups or padding mode, it
+    runs ``nn.Conv2d``: a matrix product may round an image's row differently in a batch of 1-3
+    rows (BLAS's matrix-vector path), and extracted features must not depend on the batch an
+    image falls in (the 1- and 3-process parity of ``tests/parity/test_process_count.py``).
     Parameters and ``state_dict`` are ``nn.Conv2d``'s.
     """
 
     def _conv_forward(
         self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
-        window = self._window(input.shape[-2:])
+        window = self._window(input.shape[-2:]) if self.training else None
         if window is None:
             return super()._conv_forward(input, weight, bias)
         (top, height), (left, width) = window
