@@ -82,8 +82,8 @@ def test_kaiming_init_convs_zeroes_a_conv_bias_and_refuses_an_unknown_mode() -> 
 
 # (in, out, kernel, stride, padding, dilation, groups, input size): 1x1 outputs of ResNet's last
 # stages at 32 px (3x3 pad 1 on 1x1, strided 3x3 and 1x1 on 2x2), a window wider than the map, a
-# map wider than the taps it meets,
-# an unpadded window, a non-square input; then shapes that must take nn.Conv2d's path
+# map wider than the taps it meets, an unpadded window, a non-square input; then shapes that must
+# take nn.Conv2d's path (a 2x2 output, dilation, groups)
 WINDOW_SHAPES = [
     (16, 24, 3, 1, 1, 1, 1, (1, 1)),
     (16, 24, 3, 2, 1, 1, 1, (2, 2)),
