@@ -14,13 +14,14 @@ Each side runs forward, backward (sum of the pooled features) and an SGD step; t
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
 import torch
 from torch import nn
 
-from sslzoo.models.backbone import ResNetBackbone
+from sslzoo.models.backbone import ResNetBackbone, use_plain_convs
 
 # name -> input batch shape [B, 3, H, W]
 BATCHES: dict[str, tuple[int, int, int, int]] = {
@@ -29,16 +30,6 @@ BATCHES: dict[str, tuple[int, int, int, int]] = {
     "byol 64 x 32 px": (64, 3, 32, 32),
     "224 px, 8 images": (8, 3, 224, 224),
 }
-
-
-def plain_copy(model: ResNetBackbone) -> ResNetBackbone:
-    """The same backbone and weights with every conv an ``nn.Conv2d`` again."""
-    plain = ResNetBackbone(depth=model.depth)
-    plain.load_state_dict(model.state_dict())
-    for layer in plain.modules():
-        if isinstance(layer, nn.Conv2d):
-            layer.__class__ = nn.Conv2d
-    return plain
 
 
 def step_seconds(model: nn.Module, images: torch.Tensor, repeats: int) -> float:
@@ -64,7 +55,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     window = ResNetBackbone(depth=18)
-    plain = plain_copy(window)
+    plain = copy.deepcopy(window)
+    use_plain_convs(plain)
     print(
         f"torch {torch.__version__}, CPU kernels {torch.backends.cpu.get_cpu_capability()}, {args.threads} thread(s)"
     )

@@ -4,6 +4,7 @@ The window path of convs with a 1x1 output against ``F.conv2d``: values and grad
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -11,7 +12,13 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
-from sslzoo.models.backbone import DEFAULT_CONV_INIT, ResNetBackbone, WindowConv2d, kaiming_init_convs
+from sslzoo.models.backbone import (
+    DEFAULT_CONV_INIT,
+    ResNetBackbone,
+    WindowConv2d,
+    kaiming_init_convs,
+    use_plain_convs,
+)
 
 # P(|x| > sqrt(3) sigma) for a normal x: a uniform weight of the same std never gets there
 NORMAL_TAIL_BEYOND_UNIFORM = math.erfc(math.sqrt(3.0) / math.sqrt(2.0))
@@ -124,11 +131,10 @@ def test_window_conv_equals_conv2d_in_values_and_gradients(shape: tuple, bias: b
 
 
 def _plain(model: ResNetBackbone) -> ResNetBackbone:
-    """The same weights with every conv an ``nn.Conv2d``."""
-    plain = ResNetBackbone(depth=model.depth)
-    plain.load_state_dict(model.state_dict())
-    for _, conv in convs(plain):
-        conv.__class__ = nn.Conv2d
+    """A copy of ``model`` with every conv an ``nn.Conv2d``."""
+    plain = copy.deepcopy(model)
+    use_plain_convs(plain)
+    assert all(type(conv) is nn.Conv2d for _, conv in convs(plain))
     return plain
 
 

@@ -124,6 +124,14 @@ def use_window_convs(module: nn.Module) -> None:
             layer.__class__ = WindowConv2d
 
 
+def use_plain_convs(module: nn.Module) -> None:
+    """Undo :func:`use_window_convs`: every conv of ``module`` an ``nn.Conv2d`` again (the peer
+    that tests and ``bench/window_conv.py`` compare the window path with)."""
+    for layer in module.modules():
+        if isinstance(layer, WindowConv2d):
+            layer.__class__ = nn.Conv2d
+
+
 class ResNetBackbone(ResNet):
     """torchvision ResNet without ``fc`` that returns the requested stages.
 
